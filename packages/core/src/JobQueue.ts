@@ -82,7 +82,9 @@ export class JobQueue extends Context.Service<
   JobQueue,
   {
     readonly enqueue: (input: EnqueueInput) => Effect.Effect<EnqueueResult, QueueError>
-    readonly enqueueMany: (inputs: ReadonlyArray<EnqueueInput>) => Effect.Effect<ReadonlyArray<EnqueueResult>, QueueError>
+    readonly enqueueMany: (
+      inputs: ReadonlyArray<EnqueueInput>
+    ) => Effect.Effect<ReadonlyArray<EnqueueResult>, QueueError>
     readonly take: (options: TakeOptions) => Effect.Effect<ReadonlyArray<Lease>, QueueError>
     readonly ack: (token: string) => Effect.Effect<void, LeaseLost | QueueError>
     readonly nack: (token: string, decision: NackDecision) => Effect.Effect<void, LeaseLost | QueueError>

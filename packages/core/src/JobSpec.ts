@@ -5,15 +5,7 @@ export const JobId = Schema.NonEmptyString
 export type JobId = typeof JobId.Type
 
 /** Lifecycle states of a job record. */
-export const JobStatus = Schema.Literals([
-  "queued",
-  "running",
-  "succeeded",
-  "failed",
-  "cancelled",
-  "timed_out",
-  "dead"
-])
+export const JobStatus = Schema.Literals(["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "dead"])
 export type JobStatus = typeof JobStatus.Type
 
 /** States after which a job will not run again. */

@@ -1,1 +1,2 @@
-export {}
+export * as MemoryQueue from "./MemoryQueue.ts"
+export { type MemoryQueueOptions, makeMemoryQueue } from "./MemoryQueue.ts"

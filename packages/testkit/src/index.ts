@@ -28,3 +28,4 @@ export const requireService = async (name: string, available: () => Promise<bool
   console.warn(`\n*** SKIPPING suites that need ${name}: ${reason}. Start it (see .ci/run) to run them. ***\n`)
   return false
 }
+export * from "./queueContract.ts"

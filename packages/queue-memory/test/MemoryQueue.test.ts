@@ -1,0 +1,4 @@
+import { MemoryQueue } from "@runlane/queue-memory"
+import { queueContract } from "@runlane/testkit"
+
+queueContract("memory", () => MemoryQueue.layer())
