@@ -1,1 +1,3 @@
-export {}
+export * as ProcessExecutor from "./ProcessExecutor.ts"
+export { isGroupAlive, isProcessAlive, terminateGroup } from "./processGroup.ts"
+export * from "./spawnStream.ts"
