@@ -1,0 +1,393 @@
+import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import { EventLog } from "./EventLog.ts"
+import type { JobEventInput } from "./JobEvent.ts"
+import type { InvalidPayload, JobContext, JobFailed, JobHandler, JobOutcome } from "./JobHandler.ts"
+import { JobQueue, type Lease, type NackDecision } from "./JobQueue.ts"
+import type { JobRecord, JobStatus } from "./JobSpec.ts"
+import { JobStore } from "./JobStore.ts"
+import { Limiter } from "./Limiter.ts"
+import { SecretMasker } from "./SecretMasker.ts"
+
+export interface BackoffConfig {
+  /** Delay before the second attempt (default 1 s); doubles each attempt. */
+  readonly baseMs?: number
+  /** Upper bound of a delay (default 5 min). */
+  readonly maxMs?: number
+  /** Randomise each delay between 50% and 100% of its value (default true). */
+  readonly jitter?: boolean
+}
+
+export interface RunnerConfig {
+  readonly queue: string
+  /** Identifies this runner in events, leases and limiter permits (default: host-pid-random). */
+  readonly runnerId?: string
+  /** Jobs run at once by this runner (default 10). */
+  readonly concurrency?: number
+  /** Leases taken per round trip (default: the free slots, at most `concurrency`). */
+  readonly batchSize?: number
+  /** Lease duration (default 30 s); extended every `heartbeatMs` while a job runs. */
+  readonly visibilityMs?: number
+  /** Default: a third of `visibilityMs`. */
+  readonly heartbeatMs?: number
+  /** Long-poll wait of each take (default 1 s). */
+  readonly pollWaitMs?: number
+  /** Jobs with the same partition key running at once across all runners sharing the Limiter. */
+  readonly maxPerKey?: number
+  /** Delay before a job whose key is at its limit is offered again (default 250 ms). */
+  readonly keyBusyDelayMs?: number
+  readonly backoff?: BackoffConfig
+  /** Timeout for jobs whose spec has none (default: none). */
+  readonly defaultTimeoutMs?: number
+  /** Retry a timed-out job while attempts remain (default false: `timed_out` is final). */
+  readonly retryOnTimeout?: boolean
+  /** On shutdown, how long in-flight jobs may finish before they are interrupted (default 10 s). */
+  readonly shutdownGraceMs?: number
+  /** Secrets masked in every job's output and messages, besides those a handler registers. */
+  readonly secrets?: ReadonlyArray<string>
+  /** Stop once the queue has nothing ready, delayed or in flight (for one-shot runs and tests). */
+  readonly stopWhenIdle?: boolean
+  /** Record transitions in the JobStore and events in the EventLog (default true). */
+  readonly record?: boolean
+}
+
+interface InFlight {
+  readonly lease: Lease
+  readonly key: string | undefined
+  fiber: Fiber.Fiber<void> | undefined
+}
+
+const defaultRunnerId = () =>
+  `${process.env.HOSTNAME ?? "runner"}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+
+/** The backoff delay before attempt `attempt + 1`. */
+export const backoffDelay = (attempt: number, config: BackoffConfig = {}): number => {
+  const base = config.baseMs ?? 1000
+  const max = config.maxMs ?? 5 * 60 * 1000
+  const delay = Math.min(max, base * 2 ** Math.max(0, attempt - 1))
+  return config.jitter === false ? delay : Math.round(delay / 2 + (Math.random() * delay) / 2)
+}
+
+const errorMessage = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.findErrorOption(cause)
+  if (Option.isSome(failure)) {
+    const error = failure.value
+    if (typeof error === "object" && error !== null && "message" in error) return String(error.message)
+    return String(error)
+  }
+  return Cause.pretty(cause).split("\n")[0] ?? "defect"
+}
+
+/**
+ * The loop every app shares: take leases in batches, run each job's handler under the
+ * concurrency bound and its key's Limiter permit, extend leases while jobs run, enforce
+ * timeouts, then ack, retry with backoff or dead-letter, recording every transition in the
+ * JobStore and every event in the EventLog. Interrupting `run` is a graceful shutdown: no new
+ * takes, in-flight jobs get `shutdownGraceMs` to finish, then are interrupted and released
+ * (not counted as an attempt) so another runner takes them.
+ */
+export const run = <R>(
+  config: RunnerConfig,
+  handler: JobHandler<R>
+): Effect.Effect<void, never, R | JobQueue | JobStore | EventLog | Limiter> =>
+  Effect.gen(function* () {
+    const queue = yield* JobQueue
+    const store = yield* JobStore
+    const eventLog = yield* EventLog
+    const limiter = yield* Limiter
+    const context = yield* Effect.context<R>()
+
+    const runnerId = config.runnerId ?? defaultRunnerId()
+    const concurrency = Math.max(1, config.concurrency ?? 10)
+    const batchSize = Math.max(1, config.batchSize ?? concurrency)
+    const visibilityMs = config.visibilityMs ?? 30_000
+    const heartbeatMs = config.heartbeatMs ?? Math.max(50, Math.floor(visibilityMs / 3))
+    const pollWaitMs = config.pollWaitMs ?? 1000
+    const keyBusyDelayMs = config.keyBusyDelayMs ?? 250
+    const graceMs = config.shutdownGraceMs ?? 10_000
+    const record = config.record !== false
+    const globalSecrets = config.secrets ?? []
+
+    const inflight = new Map<string, InFlight>()
+    let slotWaiter: (() => void) | undefined
+    let stopping = false
+
+    const freeSlot = () => {
+      const wake = slotWaiter
+      slotWaiter = undefined
+      wake?.()
+    }
+    const waitForSlot = Effect.callback<void>((resume) => {
+      if (inflight.size < concurrency || stopping) return resume(Effect.void)
+      slotWaiter = () => resume(Effect.void)
+    })
+
+    const emit = (jobId: string, events: ReadonlyArray<JobEventInput>) =>
+      record ? eventLog.append(jobId, events).pipe(Effect.ignore) : Effect.void
+
+    const setStatus = (
+      lease: Lease,
+      from: JobStatus | null,
+      to: JobStatus,
+      patch: Partial<Omit<JobRecord, "id" | "createdAt">>,
+      extra: ReadonlyArray<JobEventInput> = []
+    ) =>
+      record
+        ? Effect.andThen(
+            store.update(lease.job.id, { status: to, ...patch }).pipe(Effect.ignore),
+            emit(lease.job.id, [{ _tag: "status-changed", from, to }, ...extra])
+          )
+        : Effect.void
+
+    const settle = (lease: Lease, decision: NackDecision | "ack") =>
+      (decision === "ack" ? queue.ack(lease.token) : queue.nack(lease.token, decision)).pipe(
+        Effect.catchTag("LeaseLost", (e) =>
+          Effect.logWarning(`job ${lease.job.id}: lease lost before it could be settled (${e.message})`)
+        ),
+        Effect.catch((e) => Effect.logError(`job ${lease.job.id}: queue error while settling: ${e.message}`))
+      )
+
+    const finish = (
+      lease: Lease,
+      status: JobStatus,
+      decision: NackDecision | "ack",
+      details: { readonly exitCode?: number | null; readonly error?: string; readonly result?: unknown }
+    ) =>
+      Effect.gen(function* () {
+        const now = Date.now()
+        const patch: { -readonly [K in keyof JobRecord]?: JobRecord[K] } = { attempts: lease.attempt }
+        if (status !== "queued") patch.finishedAt = now
+        if (details.exitCode !== undefined) patch.exitCode = details.exitCode
+        if (details.error !== undefined) patch.error = details.error
+        if (details.result !== undefined) patch.result = details.result
+        const finished: Array<JobEventInput> = []
+        if (status !== "queued") {
+          const event: Record<string, unknown> = { _tag: "finished", status }
+          if (details.exitCode !== undefined) event.exitCode = details.exitCode
+          if (details.error !== undefined) event.error = details.error
+          finished.push(event as JobEventInput)
+        }
+        // Record first, then settle: a record never lags behind the queue.
+        yield* setStatus(lease, "running", status, patch, finished)
+        yield* settle(lease, decision)
+      })
+
+    /** Runs one leased job from start to settlement; never fails. */
+    const processLease = (lease: Lease, entry: InFlight): Effect.Effect<void> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          const { job } = lease
+          if (lease.attempt > job.maxAttempts) {
+            const reason = `delivered ${lease.attempt} times without finishing (max attempts ${job.maxAttempts}); last: lease expired`
+            yield* ensureRecord(lease)
+            yield* finish(lease, "dead", { _tag: "dead", reason }, { error: reason })
+            return
+          }
+          if (entry.key !== undefined && config.maxPerKey !== undefined) {
+            const ok = yield* limiter
+              .tryAcquire(entry.key, lease.token, { limit: config.maxPerKey, ttlMs: visibilityMs })
+              .pipe(Effect.orElseSucceed(() => false))
+            if (!ok) {
+              yield* settle(lease, { _tag: "release", delayMs: keyBusyDelayMs })
+              return
+            }
+          }
+          const masker = new SecretMasker(globalSecrets)
+          const startedAt = Date.now()
+          yield* ensureRecord(lease)
+          if (record) {
+            yield* store.update(job.id, { status: "running", attempts: lease.attempt, startedAt }).pipe(Effect.ignore)
+            yield* emit(job.id, [
+              { _tag: "started", attempt: lease.attempt, runner: runnerId },
+              { _tag: "status-changed", from: "queued", to: "running" }
+            ])
+          }
+          const jobContext: JobContext = {
+            job,
+            attempt: lease.attempt,
+            runnerId,
+            masker,
+            emit: (events) => emit(job.id, events)
+          }
+          const timeoutMs = job.timeoutMs ?? config.defaultTimeoutMs
+          const body: Effect.Effect<Option.Option<JobOutcome>, JobFailed | InvalidPayload> = Effect.suspend(() =>
+            handler(jobContext)
+          ).pipe(
+            Effect.provideContext(context),
+            timeoutMs === undefined ? Effect.asSome : Effect.timeoutOption(timeoutMs)
+          )
+          const exit = yield* Effect.exit(restore(body))
+          const mask = (text: string) => masker.maskString(text)
+          const canRetry = lease.attempt < job.maxAttempts
+
+          if (Exit.isSuccess(exit)) {
+            if (Option.isSome(exit.value)) {
+              const outcome = exit.value.value
+              const details: { exitCode?: number | null; result?: unknown } = {}
+              if (outcome.exitCode !== undefined) details.exitCode = outcome.exitCode
+              if (outcome.result !== undefined) details.result = outcome.result
+              yield* finish(lease, "succeeded", "ack", details)
+              return
+            }
+            const error = `timed out after ${timeoutMs} ms`
+            if (config.retryOnTimeout === true && canRetry) {
+              yield* finish(
+                lease,
+                "queued",
+                { _tag: "retry", delayMs: backoffDelay(lease.attempt, config.backoff), error },
+                { error }
+              )
+            } else {
+              yield* finish(lease, "timed_out", { _tag: "dead", reason: error }, { error })
+            }
+            return
+          }
+          const cause = exit.cause
+          if (Cause.hasInterruptsOnly(cause)) {
+            // Shutdown or a lost lease: give the job back without counting the attempt.
+            yield* finish(lease, "queued", { _tag: "release", delayMs: 0 }, { error: "interrupted: runner stopped" })
+            return
+          }
+          const failure = Cause.findErrorOption(cause)
+          const error = mask(errorMessage(cause))
+          if (Option.isSome(failure) && failure.value._tag === "InvalidPayload") {
+            const reason = `invalid payload: ${error}`
+            yield* finish(lease, "dead", { _tag: "dead", reason }, { error: reason })
+            return
+          }
+          const exitCode =
+            Option.isSome(failure) && failure.value._tag === "JobFailed" ? failure.value.exitCode : undefined
+          const retryable = !(
+            Option.isSome(failure) &&
+            failure.value._tag === "JobFailed" &&
+            failure.value.retryable === false
+          )
+          const details: { exitCode?: number | null; error: string } = { error }
+          if (exitCode !== undefined) details.exitCode = exitCode
+          if (retryable && canRetry) {
+            yield* finish(
+              lease,
+              "queued",
+              { _tag: "retry", delayMs: backoffDelay(lease.attempt, config.backoff), error },
+              details
+            )
+          } else {
+            const reason = `failed after ${lease.attempt} attempt(s): ${error}`
+            yield* finish(lease, "failed", { _tag: "dead", reason }, details)
+          }
+        })
+      ).pipe(
+        Effect.ensuring(
+          Effect.suspend(() => {
+            inflight.delete(lease.token)
+            freeSlot()
+            return entry.key !== undefined && config.maxPerKey !== undefined
+              ? limiter.release(entry.key, lease.token).pipe(Effect.ignore)
+              : Effect.void
+          })
+        )
+      )
+
+    const ensureRecord = (lease: Lease) => {
+      if (!record) return Effect.void
+      const { job } = lease
+      const now = Date.now()
+      const rec: { -readonly [K in keyof JobRecord]: JobRecord[K] } = {
+        id: job.id,
+        queue: job.queue,
+        status: "queued",
+        attempts: 0,
+        maxAttempts: job.maxAttempts,
+        labels: job.labels,
+        createdAt: job.enqueuedAt,
+        updatedAt: now
+      }
+      if (job.key !== undefined) rec.key = job.key
+      return store.create(rec).pipe(Effect.ignore)
+    }
+
+    const heartbeat = Effect.gen(function* () {
+      for (;;) {
+        yield* Effect.sleep(heartbeatMs)
+        const entries = [...inflight.values()]
+        yield* Effect.forEach(
+          entries,
+          (entry) =>
+            queue.extend(entry.lease.token, visibilityMs).pipe(
+              Effect.andThen(
+                entry.key !== undefined && config.maxPerKey !== undefined
+                  ? limiter.refresh(entry.key, entry.lease.token, visibilityMs).pipe(Effect.ignore)
+                  : Effect.void
+              ),
+              Effect.catchTag("LeaseLost", () =>
+                Effect.gen(function* () {
+                  yield* Effect.logWarning(`job ${entry.lease.job.id}: lease lost; stopping it here`)
+                  if (entry.fiber !== undefined) yield* Fiber.interrupt(entry.fiber).pipe(Effect.forkDetach)
+                })
+              ),
+              Effect.catch((e) => Effect.logWarning(`heartbeat failed: ${e.message}`))
+            ),
+          { concurrency: 16, discard: true }
+        )
+      }
+    })
+
+    const isIdle = queue.stats(config.queue).pipe(
+      Effect.map((s) => s.ready + s.delayed + s.inflight === 0 && inflight.size === 0),
+      Effect.orElseSucceed(() => false)
+    )
+
+    const takeLoop = Effect.gen(function* () {
+      while (!stopping) {
+        yield* waitForSlot
+        if (stopping) break
+        const free = concurrency - inflight.size
+        const leases = yield* queue
+          .take({
+            queue: config.queue,
+            max: Math.min(batchSize, free),
+            visibilityMs,
+            waitMs: pollWaitMs,
+            consumer: runnerId
+          })
+          .pipe(
+            Effect.catch((e) =>
+              Effect.logError(`take failed: ${e.message}; retrying`).pipe(
+                Effect.andThen(Effect.sleep(Math.min(1000, pollWaitMs + 100))),
+                Effect.as([] as ReadonlyArray<Lease>)
+              )
+            )
+          )
+        for (const lease of leases) {
+          const entry: InFlight = { lease, key: lease.job.key, fiber: undefined }
+          inflight.set(lease.token, entry)
+          entry.fiber = yield* Effect.forkDetach(processLease(lease, entry))
+        }
+        if (leases.length === 0 && config.stopWhenIdle === true && (yield* isIdle)) break
+      }
+    })
+
+    const drain = Effect.gen(function* () {
+      stopping = true
+      freeSlot()
+      const fibers = () => [...inflight.values()].flatMap((e) => (e.fiber === undefined ? [] : [e.fiber]))
+      const all = fibers()
+      if (all.length === 0) return
+      yield* Effect.logInfo(`runner ${runnerId}: waiting up to ${graceMs} ms for ${all.length} job(s)`)
+      const done = yield* Fiber.joinAll(all).pipe(Effect.timeoutOption(graceMs))
+      if (Option.isNone(done)) {
+        const left = fibers()
+        yield* Effect.logWarning(`runner ${runnerId}: interrupting ${left.length} job(s) and releasing their leases`)
+        yield* Fiber.interruptAll(left)
+      }
+    })
+
+    const heartbeatFiber = yield* Effect.forkDetach(heartbeat)
+    yield* takeLoop.pipe(
+      Effect.andThen(() => {
+        const fibers = [...inflight.values()].flatMap((e) => (e.fiber === undefined ? [] : [e.fiber]))
+        return Fiber.joinAll(fibers)
+      }),
+      Effect.onInterrupt(() => drain),
+      Effect.ensuring(Fiber.interrupt(heartbeatFiber))
+    )
+  })
