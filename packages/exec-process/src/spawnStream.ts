@@ -4,7 +4,7 @@ import { createRequire } from "node:module"
 import { constants as osConstants } from "node:os"
 import { delimiter, join } from "node:path"
 import { ExecError, type ExecEvent, type OutputStream } from "@runlane/core"
-import { Effect, Queue, Redacted, Stream } from "effect"
+import { type Cause, Effect, Queue, Redacted, Stream } from "effect"
 import { isGroupAlive, terminateGroup } from "./processGroup.ts"
 
 /** The PATH a child gets when its environment names none. */
@@ -150,26 +150,33 @@ export const spawnStream = (command: SpawnCommand, options: SpawnOptions): Strea
         if (!isDir)
           return fail(`cannot start ${JSON.stringify(argv0)}: cwd ${JSON.stringify(command.cwd)} is not a directory`)
       }
-      const env = buildEnv(command)
       const graceMs = command.killGraceMs ?? DEFAULT_KILL_GRACE_MS
-      const run = command.tty === true ? startPty(command, env, argv0) : startPipe(command, env, argv0)
-      if ("error" in run) {
-        const { error } = run
-        return typeof error === "string" ? fail(error) : Effect.promise(() => error).pipe(Effect.flatMap(fail))
-      }
-      return Effect.addFinalizer(() => Effect.promise(() => run.stop())).pipe(
-        Effect.andThen(Effect.sync(() => run.attach(queue, graceMs, command.timeoutMs)))
+      let run: Started | undefined
+      // The finalizer is in place before the spawn, and spawn + listeners happen in one
+      // synchronous step, so no event can be missed and no child can escape an interruption.
+      return Effect.addFinalizer(() => Effect.promise(() => run?.stop() ?? Promise.resolve())).pipe(
+        Effect.andThen(
+          Effect.suspend(() => {
+            const env = buildEnv(command)
+            const started = command.tty === true ? startPty(command, env, argv0) : startPipe(command, env, argv0)
+            if ("error" in started) {
+              const { error } = started
+              return typeof error === "string" ? fail(error) : Effect.promise(() => error).pipe(Effect.flatMap(fail))
+            }
+            run = started
+            started.attach(queue, graceMs, command.timeoutMs)
+            return Effect.void
+          })
+        )
       )
     })
   )
 
+type EventQueue = Queue.Queue<ExecEvent, ExecError | Cause.Done>
+
 /** A started child, not yet wired to a queue. */
 interface Started {
-  readonly attach: (
-    queue: Queue.Queue<ExecEvent, ExecError | import("effect/Cause").Done>,
-    graceMs: number,
-    timeoutMs: number | undefined
-  ) => void
+  readonly attach: (queue: EventQueue, graceMs: number, timeoutMs: number | undefined) => void
   /** Finalizer: terminates the group unless the child has finished; resolves when it is gone. */
   readonly stop: () => Promise<void>
 }
@@ -179,7 +186,7 @@ interface Started {
  * orphan clean-up and the final `exited`.
  */
 class Lifecycle {
-  private queue: Queue.Queue<ExecEvent, ExecError | import("effect/Cause").Done> | undefined
+  private queue: EventQueue | undefined
   private readonly startedAt = performance.now()
   private exitedAt: number | undefined
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -196,7 +203,7 @@ class Lifecycle {
     private readonly resume: () => void
   ) {}
 
-  attach(queue: Queue.Queue<ExecEvent, ExecError | import("effect/Cause").Done>, timeoutMs: number | undefined): void {
+  attach(queue: EventQueue, timeoutMs: number | undefined): void {
     this.queue = queue
     Queue.offerUnsafe(queue, { _tag: "started", pid: this.pid, at: Date.now() })
     if (timeoutMs !== undefined && this.exitedAt === undefined) {
