@@ -1,1 +1,2 @@
-export {}
+export { channelFor, DEFAULT_SCHEMA, InvalidSchemaName, migrate, validateSchemaName } from "./Migrations.ts"
+export * as PostgresQueue from "./PostgresQueue.ts"

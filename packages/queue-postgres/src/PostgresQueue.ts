@@ -1,0 +1,564 @@
+import { PgClient } from "@effect/sql-pg"
+import {
+  type EnqueueInput,
+  EnqueueInput as EnqueueInputSchema,
+  type EnqueueResult,
+  JobQueue,
+  JobSpec,
+  type Lease,
+  LeaseLost,
+  type LeaseState,
+  type NackDecision,
+  type PeekEntry,
+  QueueError,
+  type QueueStats,
+  type TakeOptions,
+  toJobSpec
+} from "@runlane/core"
+import { Deferred, Effect, Exit, Layer, Queue, Result, Schedule, Schema } from "effect"
+import { makeBatcher } from "./Batcher.ts"
+import { channelFor, DEFAULT_SCHEMA, migrate, validateSchemaName } from "./Migrations.ts"
+
+/** Tuning of one micro-batcher (see README: what batching costs in latency). */
+export interface BatchOptions {
+  /** Most items per statement (default 1000). */
+  readonly maxBatch?: number
+  /** Extra wait for more items once one is waiting, in ms (default 0: batches form only while a statement is running). */
+  readonly lingerMs?: number
+  /** Statements of this kind in flight at once (default 2). */
+  readonly concurrency?: number
+}
+
+export interface PostgresQueueConfig {
+  /** PostgreSQL schema holding the tables; created if absent (default `runlane`). */
+  readonly schema?: string
+  /** Run the migrations when the layer starts (default true). */
+  readonly migrate?: boolean
+  /** Batching of `ack` calls into one `DELETE ... WHERE token = ANY($1)`. */
+  readonly ackBatch?: BatchOptions
+  /** Batching of single `enqueue` calls into one multi-row `INSERT`. `enqueueMany` always sends its inputs in chunks of `maxBatch`. */
+  readonly enqueueBatch?: BatchOptions
+  /**
+   * While jobs keep flowing, expired leases are swept back at most this often per queue and
+   * process (default 1000 ms). A `take` that finds fewer ready jobs than it asked for always
+   * sweeps first, and `recover` always sweeps.
+   */
+  readonly sweepIntervalMs?: number
+  /** While the LISTEN connection is down, long-polling takes re-check this often (default 500 ms). */
+  readonly listenDownPollMs?: number
+  /** Forget request ids (idempotency keys) older than this (default 24 h, as the memory queue). */
+  readonly idempotencyTtlMs?: number
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+const toQueueError =
+  (what: string) =>
+  (error: { readonly message?: string | undefined }): QueueError =>
+    new QueueError({ message: `${what}: ${error.message ?? "PostgreSQL error"}`, cause: error })
+
+const decodeInput = Schema.decodeUnknownResult(EnqueueInputSchema)
+const decodeSpec = Schema.decodeUnknownResult(JobSpec)
+
+/** Parses a stored spec; `undefined` when it is not a valid `JobSpec`. */
+const parseSpec = (raw: string): JobSpec | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(raw)
+  } catch {
+    return undefined
+  }
+  if (typeof value === "object" && value !== null && !("payload" in value)) {
+    ;(value as { payload?: unknown }).payload = undefined
+  }
+  const result = decodeSpec(value)
+  return Result.isSuccess(result) ? result.success : undefined
+}
+
+interface TakenRow {
+  readonly id: string
+  readonly spec: string
+  readonly token: string
+  readonly attempts: number
+  readonly expires: number
+  readonly priority: number
+  readonly run_at: number
+  readonly seq: number
+}
+
+interface PreparedJob {
+  readonly spec: JobSpec
+  readonly json: string
+  readonly delayMs: number
+}
+
+/** Builds the `JobQueue` service on a `PgClient`. */
+export const make = (config: PostgresQueueConfig = {}) =>
+  Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const s = yield* validateSchemaName(config.schema ?? DEFAULT_SCHEMA).pipe(
+      Effect.mapError((e) => new QueueError({ message: e.message }))
+    )
+    if (config.migrate !== false) yield* migrate(sql, s).pipe(Effect.mapError(toQueueError("migration failed")))
+    const channel = channelFor(s)
+    const sweepIntervalMs = config.sweepIntervalMs ?? 1000
+    const listenDownPollMs = config.listenDownPollMs ?? 500
+    const idempotencyTtlMs = config.idempotencyTtlMs ?? 24 * 60 * 60 * 1000
+
+    // ---- wake-ups: LISTEN on one connection, fan out to waiting takes by queue name ----
+    const waiters = new Map<string, Set<Deferred.Deferred<void>>>()
+    let listening = false
+    const wake = (queue: string) => {
+      const set = waiters.get(queue)
+      if (set === undefined) return
+      waiters.delete(queue)
+      for (const d of set) Deferred.doneUnsafe(d, Exit.void)
+    }
+    const wakeAll = () => {
+      for (const queue of [...waiters.keys()]) wake(queue)
+    }
+    const listener = Effect.scoped(
+      Effect.gen(function* () {
+        const notifications = yield* sql.listen(channel)
+        listening = true
+        // Anything may have happened while we were not listening.
+        wakeAll()
+        while (true) {
+          const n = yield* Queue.take(notifications)
+          wake(n.payload)
+        }
+      })
+    ).pipe(
+      Effect.ensuring(Effect.sync(() => (listening = false))),
+      Effect.catchCause(() => Effect.sync(() => (listening = false))),
+      Effect.repeat(Schedule.spaced(200))
+    )
+    yield* Effect.forkScoped(listener)
+
+    // Expired idempotency keys are replaced on conflict; this only keeps the table small.
+    yield* Effect.forkScoped(
+      sql
+        .unsafe(`DELETE FROM ${s}.requests WHERE created_at < ${s}.now_ms() - $1`, [BigInt(idempotencyTtlMs)])
+        .pipe(Effect.ignore, Effect.delay(60_000), Effect.forever)
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(wakeAll))
+
+    // ---- enqueue ----
+    const prepare = (input: EnqueueInput): Result.Result<PreparedJob, QueueError> => {
+      const decoded = decodeInput(input)
+      if (Result.isFailure(decoded)) {
+        return Result.fail(new QueueError({ message: `invalid enqueue input: ${String(decoded.failure)}` }))
+      }
+      const spec = toJobSpec(decoded.success)
+      let json: string
+      try {
+        json = JSON.stringify(spec)
+      } catch (cause) {
+        return Result.fail(new QueueError({ message: `payload is not JSON-serialisable: ${String(cause)}` }))
+      }
+      return Result.succeed({ spec, json, delayMs: decoded.success.delayMs ?? 0 })
+    }
+
+    const insertStatement = `
+      WITH input AS (
+        SELECT id, queue, priority, delay_ms, max_attempts, spec, CASE WHEN has_request THEN request_id END AS request_id, ord
+        FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int4[], $6::text[], $7::text[], $10::bool[])
+          WITH ORDINALITY AS t(id, queue, priority, delay_ms, max_attempts, spec, request_id, has_request, ord)
+      ),
+      req AS (
+        INSERT INTO ${s}.requests (queue, request_id, job_id, created_at)
+        SELECT queue, request_id, id, ${s}.now_ms() FROM input WHERE request_id IS NOT NULL ORDER BY ord
+        ON CONFLICT (queue, request_id) DO UPDATE SET job_id = EXCLUDED.job_id, created_at = EXCLUDED.created_at
+          WHERE ${s}.requests.created_at < ${s}.now_ms() - $9
+        RETURNING job_id
+      ),
+      ins AS (
+        INSERT INTO ${s}.jobs (id, queue, state, priority, run_at, max_attempts, updated_at, spec)
+        SELECT id, queue, 'ready', priority, ${s}.now_ms() + delay_ms, max_attempts, ${s}.now_ms(), spec
+        FROM input WHERE request_id IS NULL OR id IN (SELECT job_id FROM req)
+        ORDER BY ord
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, queue
+      ),
+      notified AS (SELECT pg_notify($8, q) FROM (SELECT DISTINCT queue AS q FROM ins) d)
+      SELECT (SELECT count(*) FROM notified)::int4 AS notified, array(SELECT id FROM ins) AS inserted`
+
+    const insertBatch = (all: ReadonlyArray<PreparedJob>): Effect.Effect<ReadonlyArray<EnqueueResult>, QueueError> =>
+      Effect.gen(function* () {
+        // A request id repeated within the batch: only its first job is sent.
+        const requestKey = (j: PreparedJob) => `${j.spec.queue}\u0000${j.spec.requestId}`
+        const firstOf = new Map<string, PreparedJob>()
+        const jobs: Array<PreparedJob> = []
+        for (const j of all) {
+          if (j.spec.requestId !== undefined) {
+            if (firstOf.has(requestKey(j))) continue
+            firstOf.set(requestKey(j), j)
+          }
+          jobs.push(j)
+        }
+        const rows = yield* sql
+          .unsafe<{ inserted: ReadonlyArray<string> }>(insertStatement, [
+            jobs.map((j) => j.spec.id),
+            jobs.map((j) => j.spec.queue),
+            jobs.map((j) => j.spec.priority),
+            jobs.map((j) => BigInt(j.delayMs)),
+            jobs.map((j) => j.spec.maxAttempts),
+            jobs.map((j) => j.json),
+            // The driver cannot type an array of nulls: "" plus a flag stands for "no request id".
+            jobs.map((j) => j.spec.requestId ?? ""),
+            channel,
+            BigInt(idempotencyTtlMs),
+            jobs.map((j) => j.spec.requestId !== undefined)
+          ])
+          .pipe(Effect.mapError(toQueueError("enqueue failed")))
+        const inserted = new Set(rows[0]?.inserted ?? [])
+        const missing = jobs.filter((j) => !inserted.has(j.spec.id) && j.spec.requestId !== undefined)
+        const existing = new Map<string, string>()
+        if (missing.length > 0) {
+          const found = yield* sql
+            .unsafe<{ queue: string; request_id: string; job_id: string }>(
+              `SELECT r.queue, r.request_id, r.job_id FROM ${s}.requests r
+               JOIN unnest($1::text[], $2::text[]) AS t(queue, request_id)
+                 ON r.queue = t.queue AND r.request_id = t.request_id`,
+              [missing.map((j) => j.spec.queue), missing.map((j) => j.spec.requestId ?? "")]
+            )
+            .pipe(Effect.mapError(toQueueError("enqueue failed")))
+          for (const row of found) existing.set(`${row.queue}\u0000${row.request_id}`, row.job_id)
+        }
+        return all.map((j): EnqueueResult => {
+          const id = j.spec.id
+          if (j.spec.requestId !== undefined) {
+            const first = firstOf.get(requestKey(j))
+            if (first === j && inserted.has(id)) return { jobId: id, duplicate: false }
+            const firstId = first?.spec.id ?? id
+            return {
+              jobId: inserted.has(firstId) ? firstId : (existing.get(requestKey(j)) ?? firstId),
+              duplicate: true
+            }
+          }
+          return { jobId: id, duplicate: !inserted.has(id) }
+        })
+      })
+
+    const enqueueOptions = config.enqueueBatch ?? {}
+    const maxEnqueueBatch = enqueueOptions.maxBatch ?? 1000
+    const enqueueBatcher = yield* makeBatcher<PreparedJob, EnqueueResult, QueueError>({
+      maxBatch: maxEnqueueBatch,
+      lingerMs: enqueueOptions.lingerMs ?? 0,
+      concurrency: enqueueOptions.concurrency ?? 2,
+      run: (jobs) => Effect.map(insertBatch(jobs), (results) => results.map((r) => Exit.succeed(r))),
+      closed: () => new QueueError({ message: "queue closed" })
+    })
+
+    const enqueue = (input: EnqueueInput): Effect.Effect<EnqueueResult, QueueError> =>
+      Effect.suspend(() => {
+        const prepared = prepare(input)
+        return Result.isFailure(prepared) ? Effect.fail(prepared.failure) : enqueueBatcher.submit(prepared.success)
+      })
+
+    const enqueueMany = (
+      inputs: ReadonlyArray<EnqueueInput>
+    ): Effect.Effect<ReadonlyArray<EnqueueResult>, QueueError> =>
+      Effect.gen(function* () {
+        const prepared: Array<PreparedJob> = []
+        for (const input of inputs) {
+          const p = prepare(input)
+          if (Result.isFailure(p)) return yield* p.failure
+          prepared.push(p.success)
+        }
+        const results: Array<EnqueueResult> = []
+        for (let i = 0; i < prepared.length; i += maxEnqueueBatch) {
+          results.push(...(yield* insertBatch(prepared.slice(i, i + maxEnqueueBatch))))
+        }
+        return results
+      })
+
+    // ---- leases ----
+    const takeStatement = `
+      WITH picked AS (
+        SELECT id FROM ${s}.jobs
+        WHERE queue = $1 AND state = 'ready' AND run_at <= ${s}.now_ms()
+        ORDER BY priority DESC, run_at, seq
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+      )
+      UPDATE ${s}.jobs j
+      SET state = 'inflight', token = gen_random_uuid(), lease_expires_at = ${s}.now_ms() + $3, consumer = $4
+      FROM picked WHERE j.id = picked.id
+      RETURNING j.id, j.spec, j.token::text AS token, j.attempts, j.lease_expires_at::float8 AS expires,
+                j.priority, j.run_at::float8 AS run_at, j.seq::float8 AS seq`
+
+    const sweepStatement = `
+      WITH expired AS (
+        SELECT id FROM ${s}.jobs
+        WHERE queue = $1 AND state = 'inflight' AND lease_expires_at <= ${s}.now_ms()
+        FOR UPDATE SKIP LOCKED
+      ),
+      moved AS (
+        UPDATE ${s}.jobs j
+        SET attempts = j.attempts + 1, state = 'ready', reason = 'lease expired',
+            token = NULL, lease_expires_at = NULL, consumer = NULL, updated_at = ${s}.now_ms()
+        FROM expired WHERE j.id = expired.id
+        RETURNING j.state
+      ),
+      notified AS (SELECT pg_notify($2, $1) WHERE EXISTS (SELECT 1 FROM moved WHERE state = 'ready'))
+      SELECT (SELECT count(*) FROM moved)::int4 AS moved, (SELECT count(*) FROM notified)::int4 AS notified`
+
+    const lastSweep = new Map<string, number>()
+    const sweep = (queue: string): Effect.Effect<number, QueueError> =>
+      sql.unsafe<{ moved: number }>(sweepStatement, [queue, channel]).pipe(
+        Effect.map((rows) => {
+          lastSweep.set(queue, Date.now())
+          return rows[0]?.moved ?? 0
+        }),
+        Effect.mapError(toQueueError("recover failed"))
+      )
+
+    const deadLetterMalformed = (tokens: ReadonlyArray<string>) =>
+      sql
+        .unsafe(
+          `UPDATE ${s}.jobs SET state = 'dead', reason = 'malformed job spec', token = NULL, lease_expires_at = NULL,
+                  updated_at = ${s}.now_ms() WHERE token = ANY($1::uuid[])`,
+          [tokens]
+        )
+        .pipe(Effect.mapError(toQueueError("take failed")))
+
+    const takeOnce = (options: TakeOptions, max: number): Effect.Effect<Array<Lease>, QueueError> =>
+      Effect.gen(function* () {
+        const rows = yield* sql
+          .unsafe<TakenRow>(takeStatement, [options.queue, max, BigInt(options.visibilityMs), options.consumer ?? null])
+          .pipe(Effect.mapError(toQueueError("take failed")))
+        if (rows.length === 0) return []
+        const sorted = [...rows].sort((a, b) => b.priority - a.priority || a.run_at - b.run_at || a.seq - b.seq)
+        const leases: Array<Lease> = []
+        const malformed: Array<string> = []
+        for (const row of sorted) {
+          const job = parseSpec(row.spec)
+          if (job === undefined) malformed.push(row.token)
+          else leases.push({ job, token: row.token, attempt: row.attempts + 1, expiresAt: row.expires })
+        }
+        if (malformed.length > 0) yield* deadLetterMalformed(malformed)
+        return leases
+      })
+
+    const nextDueStatement = `
+      SELECT least(
+        (SELECT min(run_at) FROM ${s}.jobs WHERE queue = $1 AND state = 'ready'),
+        (SELECT min(lease_expires_at) FROM ${s}.jobs WHERE queue = $1 AND state = 'inflight')
+      )::float8 AS due, (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now`
+
+    const validTake = (options: TakeOptions): QueueError | undefined => {
+      if (options.queue.length === 0) return new QueueError({ message: "take: queue name must not be empty" })
+      if (!Number.isInteger(options.max) || options.max < 1)
+        return new QueueError({ message: `take: max must be a positive integer (got ${options.max})` })
+      if (!Number.isFinite(options.visibilityMs) || options.visibilityMs <= 0)
+        return new QueueError({ message: `take: visibilityMs must be positive (got ${options.visibilityMs})` })
+      if (!Number.isFinite(options.waitMs) || options.waitMs < 0)
+        return new QueueError({ message: `take: waitMs must be zero or more (got ${options.waitMs})` })
+      return undefined
+    }
+
+    const takeAvailable = (options: TakeOptions): Effect.Effect<Array<Lease>, QueueError> =>
+      Effect.gen(function* () {
+        const due = Date.now() - (lastSweep.get(options.queue) ?? 0) >= sweepIntervalMs
+        if (due) yield* sweep(options.queue)
+        const leases = yield* takeOnce(options, options.max)
+        if (leases.length < options.max && !due) {
+          // Fewer ready jobs than asked for: return expired leases now and top up.
+          const moved = yield* sweep(options.queue)
+          if (moved > 0) leases.push(...(yield* takeOnce(options, options.max - leases.length)))
+        }
+        return leases
+      })
+
+    const take = (options: TakeOptions): Effect.Effect<ReadonlyArray<Lease>, QueueError> =>
+      Effect.gen(function* () {
+        const invalid = validTake(options)
+        if (invalid !== undefined) return yield* invalid
+        const visibilityMs = Math.ceil(options.visibilityMs)
+        const opts = { ...options, visibilityMs }
+        const deadline = Date.now() + options.waitMs
+        while (true) {
+          // Register before looking, so a NOTIFY between the look and the wait is not lost.
+          const waiter = options.waitMs > 0 ? Deferred.makeUnsafe<void>() : undefined
+          if (waiter !== undefined) {
+            const set = waiters.get(options.queue) ?? new Set()
+            set.add(waiter)
+            waiters.set(options.queue, set)
+          }
+          const unregister = Effect.sync(() => {
+            if (waiter !== undefined) waiters.get(options.queue)?.delete(waiter)
+          })
+          const leases = yield* takeAvailable(opts).pipe(Effect.onError(() => unregister))
+          const remaining = deadline - Date.now()
+          if (leases.length > 0 || remaining <= 0 || waiter === undefined) {
+            yield* unregister
+            return leases
+          }
+          const next = yield* sql.unsafe<{ due: number | null; now: number }>(nextDueStatement, [options.queue]).pipe(
+            Effect.mapError(toQueueError("take failed")),
+            Effect.onError(() => unregister)
+          )
+          const row = next[0]
+          let waitMs = remaining
+          if (row !== undefined && row.due !== null) waitMs = Math.min(waitMs, Math.max(1, row.due - row.now + 1))
+          if (!listening) waitMs = Math.min(waitMs, listenDownPollMs)
+          yield* Deferred.await(waiter).pipe(Effect.timeoutOption(waitMs), Effect.ensuring(unregister))
+        }
+      })
+
+    const ackStatement = `
+      DELETE FROM ${s}.jobs
+      WHERE token = ANY($1::uuid[]) AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
+      RETURNING token::text AS token`
+
+    const ackOptions = config.ackBatch ?? {}
+    const ackBatcher = yield* makeBatcher<string, void, LeaseLost | QueueError>({
+      maxBatch: ackOptions.maxBatch ?? 1000,
+      lingerMs: ackOptions.lingerMs ?? 0,
+      concurrency: ackOptions.concurrency ?? 2,
+      run: (tokens) =>
+        sql.unsafe<{ token: string }>(ackStatement, [tokens]).pipe(
+          Effect.mapError(toQueueError("ack failed")),
+          Effect.map((rows) => {
+            const acked = new Set<string>()
+            for (const row of rows) acked.add(row.token)
+            return tokens.map((token) => {
+              if (acked.has(token)) {
+                // A token repeated within one batch: only its first ack wins.
+                acked.delete(token)
+                return Exit.void
+              }
+              return Exit.fail(new LeaseLost({ message: "lease expired, already acked, or never issued" }))
+            })
+          })
+        ),
+      closed: () => new QueueError({ message: "queue closed" })
+    })
+
+    const leaseLost = (what: string) =>
+      new LeaseLost({ message: `${what}: lease expired, already acked, or never issued` })
+
+    const ack = (token: string): Effect.Effect<void, LeaseLost | QueueError> =>
+      UUID.test(token) ? ackBatcher.submit(token.toLowerCase()) : Effect.fail(leaseLost("ack"))
+
+    const nackStatement = (decision: NackDecision): string => {
+      switch (decision._tag) {
+        case "retry":
+          return `attempts = attempts + 1, state = 'ready', run_at = ${s}.now_ms() + $2, reason = coalesce($3::text, reason)`
+        case "release":
+          return `state = 'ready', run_at = ${s}.now_ms() + $2, reason = coalesce($3::text, reason)`
+        case "dead":
+          return `attempts = attempts + 1, state = 'dead', reason = $3::text`
+      }
+    }
+
+    const nack = (token: string, decision: NackDecision): Effect.Effect<void, LeaseLost | QueueError> =>
+      Effect.gen(function* () {
+        if (!UUID.test(token)) return yield* leaseLost("nack")
+        const delayMs = decision._tag === "dead" ? 0 : decision.delayMs
+        if (!Number.isFinite(delayMs) || delayMs < 0)
+          return yield* new QueueError({ message: `nack: delayMs must be zero or more (got ${delayMs})` })
+        const reason =
+          decision._tag === "dead" ? decision.reason : decision._tag === "retry" ? (decision.error ?? null) : null
+        const rows = yield* sql
+          .unsafe<{ queue: string }>(
+            `WITH moved AS (
+               UPDATE ${s}.jobs SET ${nackStatement(decision)},
+                 token = NULL, lease_expires_at = NULL, consumer = NULL, updated_at = ${s}.now_ms()
+               WHERE token = $1::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
+               RETURNING queue, state
+             ),
+             notified AS (SELECT pg_notify($4, queue) FROM moved WHERE state = 'ready')
+             SELECT queue, (SELECT count(*) FROM notified)::int4 AS notified FROM moved`,
+            [token.toLowerCase(), BigInt(Math.ceil(delayMs)), reason, channel]
+          )
+          .pipe(Effect.mapError(toQueueError("nack failed")))
+        if (rows.length === 0) return yield* leaseLost("nack")
+      })
+
+    const extend = (token: string, visibilityMs: number): Effect.Effect<number, LeaseLost | QueueError> =>
+      Effect.gen(function* () {
+        if (!UUID.test(token)) return yield* leaseLost("extend")
+        if (!Number.isFinite(visibilityMs) || visibilityMs <= 0)
+          return yield* new QueueError({ message: `extend: visibilityMs must be positive (got ${visibilityMs})` })
+        const rows = yield* sql
+          .unsafe<{ expires: number }>(
+            `UPDATE ${s}.jobs SET lease_expires_at = ${s}.now_ms() + $2
+             WHERE token = $1::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
+             RETURNING lease_expires_at::float8 AS expires`,
+            [token.toLowerCase(), BigInt(Math.ceil(visibilityMs))]
+          )
+          .pipe(Effect.mapError(toQueueError("extend failed")))
+        const row = rows[0]
+        if (row === undefined) return yield* leaseLost("extend")
+        return row.expires
+      })
+
+    const recover = (queue: string): Effect.Effect<number, QueueError> => sweep(queue)
+
+    const stats = (queue: string): Effect.Effect<QueueStats, QueueError> =>
+      sql
+        .unsafe<{ ready: number; delayed: number; inflight: number; dead: number }>(
+          // An expired lease counts as ready (the next take or recover returns it), as in the memory queue.
+          `SELECT
+             ((SELECT count(*) FROM ${s}.jobs WHERE queue = $1 AND state = 'ready' AND run_at <= ${s}.now_ms())
+              + (SELECT count(*) FROM ${s}.jobs WHERE queue = $1 AND state = 'inflight' AND lease_expires_at <= ${s}.now_ms()))::int4 AS ready,
+             (SELECT count(*) FROM ${s}.jobs WHERE queue = $1 AND state = 'ready' AND run_at > ${s}.now_ms())::int4 AS delayed,
+             (SELECT count(*) FROM ${s}.jobs WHERE queue = $1 AND state = 'inflight' AND lease_expires_at > ${s}.now_ms())::int4 AS inflight,
+             (SELECT count(*) FROM ${s}.jobs WHERE queue = $1 AND state = 'dead')::int4 AS dead`,
+          [queue]
+        )
+        .pipe(
+          Effect.mapError(toQueueError("stats failed")),
+          Effect.map((rows) => {
+            const row = rows[0]
+            return {
+              queue,
+              ready: row?.ready ?? 0,
+              delayed: row?.delayed ?? 0,
+              inflight: row?.inflight ?? 0,
+              dead: row?.dead ?? 0
+            }
+          })
+        )
+
+    const peekWhere: Record<LeaseState, string> = {
+      ready: `state = 'ready' AND run_at <= ${s}.now_ms() ORDER BY priority DESC, run_at, seq`,
+      delayed: `state = 'ready' AND run_at > ${s}.now_ms() ORDER BY run_at, seq`,
+      inflight: `state = 'inflight' ORDER BY lease_expires_at`,
+      dead: `state = 'dead' ORDER BY updated_at DESC`
+    }
+
+    const peek = (
+      queue: string,
+      options: { readonly state: LeaseState; readonly limit: number }
+    ): Effect.Effect<ReadonlyArray<PeekEntry>, QueueError> =>
+      Effect.gen(function* () {
+        const where = peekWhere[options.state]
+        if (where === undefined)
+          return yield* new QueueError({ message: `peek: unknown state ${String(options.state)}` })
+        const limit = Math.max(0, Math.floor(options.limit))
+        const rows = yield* sql
+          .unsafe<{ spec: string; attempts: number; reason: string | null }>(
+            `SELECT spec, attempts, reason FROM ${s}.jobs WHERE queue = $1 AND ${where} LIMIT $2`,
+            [queue, limit]
+          )
+          .pipe(Effect.mapError(toQueueError("peek failed")))
+        return rows.map((row): PeekEntry => {
+          const job = parseSpec(row.spec)
+          const attempt = options.state === "inflight" ? row.attempts + 1 : row.attempts
+          const entry: { -readonly [K in keyof PeekEntry]: PeekEntry[K] } = { state: options.state, attempt }
+          if (job !== undefined) entry.job = job
+          else entry.raw = row.spec
+          if (row.reason !== null) entry.reason = row.reason
+          return entry
+        })
+      })
+
+    return JobQueue.of({ enqueue, enqueueMany, take, ack, nack, extend, recover, stats, peek })
+  })
+
+/** `JobQueue` on PostgreSQL; needs a `PgClient` (see `PgClient.layer`). */
+export const layer = (config: PostgresQueueConfig = {}): Layer.Layer<JobQueue, QueueError, PgClient.PgClient> =>
+  Layer.effect(JobQueue, make(config))
