@@ -376,10 +376,12 @@ const startPty = (command: SpawnCommand, env: Record<string, string>, argv0: str
       error: `cannot start ${JSON.stringify(argv0)} under a pty: ${code === undefined ? "pty unavailable" : describeErrno(code)}`
     }
   }
+  // No backpressure under a PTY: node-pty destroys its socket 200 ms after the child exits
+  // whether or not the output was read, so pausing a slow reader could lose the tail.
   const life = new Lifecycle(
     pty.pid,
-    () => pty.pause(),
-    () => pty.resume()
+    () => {},
+    () => {}
   )
   const disposables: Array<{ dispose(): void }> = []
   return {
@@ -397,9 +399,8 @@ const startPty = (command: SpawnCommand, env: Record<string, string>, argv0: str
     stop: async () => {
       await life.stop()
       for (const d of disposables) d.dispose()
-      try {
-        ;(pty as unknown as { destroy?: () => void }).destroy?.()
-      } catch {}
+      // No pty.destroy(): it SIGHUPs the pid after the socket closes, and by then that pid may
+      // belong to someone else. node-pty closes its side itself once the child is gone.
     }
   }
 }

@@ -229,7 +229,7 @@ describe("ProcessExecutor: pipe mode", () => {
 
   it.live("timeout kills the group and reports reason timeout", () =>
     Effect.gen(function* () {
-      const events = yield* run({ argv: ["sh", "-c", "echo $$; sleep 300 & echo $!; wait"], timeoutMs: 300 })
+      const events = yield* run({ argv: ["sh", "-c", "echo $$; sleep 300 & echo $!; wait"], timeoutMs: 500 })
       checkShape(events)
       expect(exitOf(events)).toMatchObject({ code: null, signal: "SIGTERM", reason: "timeout" })
       for (const pid of text(events).trim().split("\n").map(Number)) expect(alive(pid)).toBe(false)
@@ -257,6 +257,21 @@ describe("ProcessExecutor: PTY mode", () => {
       expect(text(events).replaceAll("\r\n", "\n")).toBe("out\nerr\n")
       expect(exitOf(events)).toMatchObject({ code: null, signal: "SIGKILL", reason: "killed" })
     })
+  )
+
+  it.live("delivers large output completely, also to a slow reader", () =>
+    Effect.gen(function* () {
+      const executor = yield* Executor
+      const expected = `${Array.from({ length: 100_000 }, (_, i) => i + 1).join("\n")}\n`
+      const events = Array.from(
+        yield* executor.run({ argv: ["seq", "1", "100000"], tty: true }).pipe(
+          Stream.tap(() => Effect.yieldNow),
+          Stream.runCollect
+        )
+      )
+      checkShape(events)
+      expect(text(events).replaceAll("\r\n", "\n")).toBe(expected)
+    }).pipe(Effect.provide(ProcessExecutor.layer()))
   )
 
   it.live("uses the configured terminal size", () =>
