@@ -197,11 +197,15 @@ class Lifecycle {
   private finished = false
   graceMs = DEFAULT_KILL_GRACE_MS
 
-  constructor(
-    readonly pid: number,
-    private readonly pause: () => void,
-    private readonly resume: () => void
-  ) {}
+  readonly pid: number
+  private readonly pause: () => void
+  private readonly resume: () => void
+
+  constructor(pid: number, pause: () => void, resume: () => void) {
+    this.pid = pid
+    this.pause = pause
+    this.resume = resume
+  }
 
   attach(queue: EventQueue, timeoutMs: number | undefined): void {
     this.queue = queue
