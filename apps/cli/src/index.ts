@@ -1,1 +1,5 @@
-export {}
+export { ExitCode, UsageError } from "./ExitCode.ts"
+export { type ExecutorChoice, type ExecutorFactory, executors } from "./executors.ts"
+export { exitCodeOf, type HandlerWrapper, handlerWrappers, runLocally } from "./localRun.ts"
+export { main, runlane, subcommands } from "./main.ts"
+export type { RunOptions } from "./RunOptions.ts"

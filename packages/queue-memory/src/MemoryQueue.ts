@@ -27,7 +27,10 @@ interface Entry {
 }
 
 class QueueState {
-  constructor(private readonly tokens: Map<string, QueueState>) {}
+  private readonly tokens: Map<string, QueueState>
+  constructor(tokens: Map<string, QueueState>) {
+    this.tokens = tokens
+  }
   /** Ready entries by priority; `priorities` is kept sorted, highest first. */
   readonly levels = new Map<number, Fifo<Entry>>()
   priorities: Array<number> = []
