@@ -243,7 +243,6 @@ class Lifecycle {
   /** Terminates the group once (SIGTERM, grace, SIGKILL). */
   terminate(): Promise<void> {
     if (this.terminating === undefined) {
-      // A paused reader would keep a dying child blocked on a full pipe.
       this.terminating = terminateGroup(this.pid, this.graceMs)
     }
     return this.terminating
@@ -352,6 +351,7 @@ const startPipe = (
       stdout.destroy()
       stderr.destroy()
       child.removeAllListeners()
+      child.on("error", () => {})
     }
   }
 }
