@@ -1,7 +1,7 @@
 import { lstatSync, realpathSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { isAbsolute } from "node:path"
-import { type ExecEvent, ExecError, Executor, type ExecSpec, UnsupportedSpec } from "@runlane/core"
+import { ExecError, type ExecEvent, type ExecSpec, Executor, UnsupportedSpec } from "@runlane/core"
 import Docker from "dockerode"
 import { Effect, Layer, Queue, Redacted, Stream } from "effect"
 import { FrameDemuxer } from "./FrameDemuxer.ts"
@@ -121,7 +121,8 @@ const isRoot = (user: string): boolean => /^(root|0)(:.*)?$/.test(user.trim())
 
 const endpointOf = (connection: Docker.DockerOptions | undefined): string => {
   if (connection?.socketPath !== undefined) return `unix://${connection.socketPath}`
-  if (connection?.host !== undefined) return `${connection.protocol ?? "http"}://${connection.host}:${connection.port ?? ""}`
+  if (connection?.host !== undefined)
+    return `${connection.protocol ?? "http"}://${connection.host}:${connection.port ?? ""}`
   return process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock"
 }
 
@@ -152,7 +153,8 @@ export const validateSpec = (spec: DockerExecSpec): Effect.Effect<void, Unsuppor
       if (refusal !== undefined) return yield* unsupported("mounts", refusal)
     }
     if (spec.cwd !== undefined) {
-      if (!isAbsolute(spec.cwd)) return yield* unsupported("cwd", `workspace must be an absolute host path: ${spec.cwd}`)
+      if (!isAbsolute(spec.cwd))
+        return yield* unsupported("cwd", `workspace must be an absolute host path: ${spec.cwd}`)
       const refusal = refuseSource(spec.cwd)
       if (refusal !== undefined) return yield* unsupported("cwd", refusal)
     }
@@ -326,7 +328,11 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
         }
       })
 
-    const runContainer = (spec: DockerExecSpec, image: string, info: ImageInfo): Stream.Stream<ExecEvent, ExecError | UnsupportedSpec> =>
+    const runContainer = (
+      spec: DockerExecSpec,
+      image: string,
+      info: ImageInfo
+    ): Stream.Stream<ExecEvent, ExecError | UnsupportedSpec> =>
       Stream.unwrap(
         Effect.gen(function* () {
           const secrets = Object.entries(spec.secrets ?? {}).map(([k, v]) => [k, Redacted.value(v)] as const)
@@ -382,7 +388,11 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
             )
           }
           const toError = (cause: unknown) =>
-            new ExecError({ executor: EXECUTOR, message: `reading container output failed: ${describeCause(cause)}`, cause })
+            new ExecError({
+              executor: EXECUTOR,
+              message: `reading container output failed: ${describeCause(cause)}`,
+              cause
+            })
           const chunks = Stream.fromAsyncIterable(raw, toError)
           let output: Stream.Stream<ExecEvent, ExecError>
           if (spec.tty === true) {
@@ -438,16 +448,15 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
         Object.entries(spec.labels ?? {}).filter(([k]) => !k.startsWith("runlane."))
       )
       const user =
-        spec.user ??
-        config.user ??
-        (info.user !== "" && !isRoot(info.user) ? info.user : (fallbackUser ?? undefined))
+        spec.user ?? config.user ?? (info.user !== "" && !isRoot(info.user) ? info.user : (fallbackUser ?? undefined))
       const resources = spec.resources ?? {}
       const memory = resources.memoryBytes ?? config.defaultResources?.memoryBytes ?? DEFAULTS.memoryBytes
       const cpus = resources.cpus ?? config.defaultResources?.cpus ?? DEFAULTS.cpus
       const pids = resources.pids ?? config.defaultResources?.pids ?? DEFAULTS.pids
       const binds: Array<string> = []
       const mounts: Array<Docker.MountSettings> = []
-      if (spec.cwd !== undefined) mounts.push({ Type: "bind", Source: spec.cwd, Target: workspaceTarget, ReadOnly: false })
+      if (spec.cwd !== undefined)
+        mounts.push({ Type: "bind", Source: spec.cwd, Target: workspaceTarget, ReadOnly: false })
       for (const m of spec.mounts ?? []) {
         mounts.push({ Type: "bind", Source: m.source, Target: m.target, ReadOnly: m.readOnly === true })
       }
@@ -503,14 +512,11 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
       return Stream.unwrap(
         Effect.gen(function* () {
           yield* validateSpec(dspec)
-          if (image === undefined) return yield* unsupported("image", "the docker executor needs an image (spec.image or defaultImage)")
+          if (image === undefined)
+            return yield* unsupported("image", "the docker executor needs an image (spec.image or defaultImage)")
           const resolved: { info?: ImageInfo } = {}
           return ensureImage(image, resolved).pipe(
-            Stream.concat(
-              Stream.unwrap(
-                Effect.sync(() => runContainer(dspec, image, resolved.info ?? { user: "" }))
-              )
-            )
+            Stream.concat(Stream.unwrap(Effect.sync(() => runContainer(dspec, image, resolved.info ?? { user: "" }))))
           )
         })
       )
