@@ -1,0 +1,153 @@
+import { accessSync, constants } from "node:fs"
+import { delimiter, join } from "node:path"
+import { ExecError, type ExecEvent, UnsupportedSpec } from "@runlane/core"
+import { spawnStream } from "@runlane/exec-process"
+import { Effect, Stream } from "effect"
+import { bwrapArgv, SANDBOX_PROXY_PORT } from "./BwrapArgv.ts"
+import { createRunCgroup, detectCgroups, type RunCgroup } from "./Cgroup.ts"
+import { type EgressProxy, startEgressProxy } from "./EgressProxy.ts"
+import { hostPort, parseMcpOrigin } from "./McpOrigin.ts"
+import { EXECUTOR_NAME, type SandboxBackend, type SandboxJob, seedEnv } from "./SandboxJob.ts"
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"])
+
+/** Finds an executable on PATH (or checks an absolute path); undefined when missing. */
+export const findExecutable = (name: string): string | undefined => {
+  const candidates = name.includes("/")
+    ? [name]
+    : (process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .split(delimiter)
+        .map((d) => join(d, name))
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK)
+      return c
+    } catch {}
+  }
+  return undefined
+}
+
+export interface BubblewrapConfig {
+  /** bwrap binary (default: `bwrap` on PATH). */
+  readonly bwrap: string
+  /** SIGTERM → SIGKILL grace when stopping the sandbox (default 2000 ms). */
+  readonly killGraceMs?: number | undefined
+}
+
+/**
+ * The `bubblewrap` backend: Linux namespaces (user, pid, net, mount, ipc, uts, cgroup), the
+ * host's system directories read-only, the working directory as the only writable path, tmpfs
+ * `/tmp`, no home, every capability dropped, `no_new_privs`, `--die-with-parent`; memory and
+ * pids limits through a per-run cgroup, CPU time through RLIMIT_CPU; network `none` is an empty
+ * network namespace; `mcp-only` and allow-lists go through the runner's egress proxy.
+ */
+export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
+  name: "bubblewrap",
+  run: (job: SandboxJob): Stream.Stream<ExecEvent, ExecError | UnsupportedSpec> => {
+    const { policy } = job
+    const res = policy.resources ?? {}
+    const unsupported = (field: string, message: string) =>
+      Stream.fail(new UnsupportedSpec({ executor: EXECUTOR_NAME, field, message }))
+    if ((res.memoryBytes !== undefined || res.pids !== undefined) && detectCgroups() === null) {
+      return unsupported(
+        res.memoryBytes !== undefined ? "resources.memoryBytes" : "resources.pids",
+        "bubblewrap backend: no writable cgroup hierarchy (memory + pids) on this machine to enforce the limit"
+      )
+    }
+    const network = policy.network
+    const mcp = network._tag === "mcp-only" ? parseMcpOrigin(network.url) : undefined
+    if (network._tag === "mcp-only" && mcp === undefined) {
+      return unsupported("network.url", `not an http(s) URL: ${network.url}`)
+    }
+    if (network._tag !== "none" && findExecutable("socat") === undefined) {
+      return unsupported("network", "bubblewrap backend: socat is not installed (needed to bridge the egress proxy)")
+    }
+
+    return Stream.unwrap(
+      Effect.gen(function* () {
+        const notes: Array<ExecEvent> = []
+        let proxy: EgressProxy | undefined
+        const ports: Array<number> = [SANDBOX_PROXY_PORT]
+        let mcpUrlInside: string | undefined
+        if (network._tag !== "none") {
+          const allowed =
+            network._tag === "allow" ? [...network.destinations] : mcp !== undefined ? [hostPort(mcp)] : []
+          const origin = mcp !== undefined ? { host: mcp.host.replace(/^\[(.*)\]$/, "$1"), port: mcp.port } : undefined
+          proxy = yield* Effect.acquireRelease(
+            Effect.tryPromise({
+              try: () =>
+                startEgressProxy({
+                  allowed,
+                  origin,
+                  onRefused: (destination, how) =>
+                    notes.push({
+                      _tag: "note",
+                      kind: "network-refused",
+                      message: `refused ${how}: ${destination} is not allowed (allowed: ${allowed.join(", ")})`
+                    })
+                }),
+              catch: (cause) =>
+                new ExecError({ executor: EXECUTOR_NAME, message: "cannot start the egress proxy", cause })
+            }),
+            (p) => Effect.promise(() => p.close())
+          )
+          if (mcp !== undefined) {
+            // A loopback MCP URL works unchanged inside: its port is bridged to the proxy too.
+            if (LOOPBACK.has(mcp.host) && mcp.scheme === "http" && mcp.port !== SANDBOX_PROXY_PORT) ports.push(mcp.port)
+            mcpUrlInside = network._tag === "mcp-only" ? network.url : undefined
+          }
+        }
+        let cgroup: RunCgroup | undefined
+        if (res.memoryBytes !== undefined || res.pids !== undefined) {
+          cgroup = yield* Effect.acquireRelease(
+            Effect.try({
+              try: () => createRunCgroup({ memoryBytes: res.memoryBytes, pids: res.pids }),
+              catch: (cause) =>
+                new ExecError({ executor: EXECUTOR_NAME, message: "cannot create the run's cgroup", cause })
+            }),
+            (c) => Effect.promise(() => c.remove())
+          )
+        }
+        const proxyUrl = `http://127.0.0.1:${SANDBOX_PROXY_PORT}`
+        const env: Record<string, string> = {
+          ...policy.env,
+          ...seedEnv(policy, mcpUrlInside),
+          ...(proxy !== undefined
+            ? { http_proxy: proxyUrl, HTTP_PROXY: proxyUrl, https_proxy: proxyUrl, HTTPS_PROXY: proxyUrl }
+            : {})
+        }
+        const argv = bwrapArgv({
+          bwrap: config.bwrap,
+          argv: job.argv,
+          workingDir: policy.workingDir,
+          readOnlyPaths: policy.readOnlyPaths,
+          proxy: proxy !== undefined ? { socketDir: proxy.socketDir, ports } : undefined,
+          launcher:
+            cgroup !== undefined || res.cpuSeconds !== undefined
+              ? { cgroupProcs: cgroup?.procs ?? [], cpuSeconds: res.cpuSeconds }
+              : undefined
+        })
+        const drain = (): Array<ExecEvent> => notes.splice(0, notes.length)
+        return spawnStream(
+          {
+            argv,
+            env,
+            secrets: job.secrets,
+            cwd: policy.workingDir,
+            timeoutMs: res.timeoutMs,
+            killGraceMs: config.killGraceMs ?? 2000
+          },
+          { executor: EXECUTOR_NAME }
+        ).pipe(
+          Stream.flatMap((event) => {
+            if (event._tag === "started") return Stream.make(event)
+            if (event._tag !== "exited") return Stream.fromIterable([...drain(), event])
+            const oom = cgroup?.oomKilled() === true && event.reason !== "timeout"
+            const exited: ExecEvent = oom ? { ...event, reason: "oom" } : event
+            return Stream.fromIterable([...drain(), exited])
+          })
+        )
+      })
+    )
+  }
+})
