@@ -31,7 +31,7 @@ export const main = (args: ReadonlyArray<string>) =>
       if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
       if (CliError.isCliError(squashed)) {
         // The parser has printed its message and the usage; --help and --version end with 0.
-        return squashed._tag === "ShowHelp" ? Effect.void : Effect.fail(new ExitCode(2))
+        return squashed._tag === "ShowHelp" && squashed.errors.length === 0 ? Effect.void : Effect.fail(new ExitCode(2))
       }
       return Effect.sync(() =>
         process.stderr.write(`runlane: ${squashed instanceof Error ? squashed.message : String(squashed)}\n`)
