@@ -1,4 +1,6 @@
 export type { RedisQueueConfig } from "./QueueSupport.ts"
 export { DEFAULT_REDIS_URL, type RedisConnectionConfig } from "./RedisConnection.ts"
+export type { RedisListQueueConfig } from "./RedisListQueue.ts"
+export * as RedisListQueue from "./RedisListQueue.ts"
 export type { RedisStreamQueueConfig } from "./RedisStreamQueue.ts"
 export * as RedisStreamQueue from "./RedisStreamQueue.ts"

@@ -1,6 +1,6 @@
 import { queueContract } from "@runlane/testkit"
 import { afterAll } from "vitest"
-import { RedisStreamQueue } from "../src/index.ts"
+import { RedisListQueue, RedisStreamQueue } from "../src/index.ts"
 import { cleanupPrefix, REDIS_URL, redisAvailable, uniquePrefix } from "./helpers.ts"
 
 const streamPrefix = uniquePrefix("contract-streams")
@@ -12,5 +12,8 @@ afterAll(async () => {
 })
 
 queueContract("redis-streams", () => RedisStreamQueue.layer({ url: REDIS_URL, prefix: streamPrefix }), {
+  skip: !redisAvailable
+})
+queueContract("redis-list", () => RedisListQueue.layer({ url: REDIS_URL, prefix: listPrefix }), {
   skip: !redisAvailable
 })
