@@ -2,6 +2,7 @@ import type { ExecSpec, Executor } from "@runlane/core"
 import { ProcessExecutor } from "@runlane/exec-process"
 import { type Layer, Option } from "effect"
 import { UsageError } from "./ExitCode.ts"
+import { hyperlightExecutor } from "./hyperlightExecutor.ts"
 import type { RunOptions } from "./RunOptions.ts"
 
 /** How `runlane run --executor NAME` gets its executor, and which spec fields it adds. */
@@ -9,6 +10,8 @@ export interface ExecutorChoice {
   readonly layer: Layer.Layer<Executor, unknown>
   /** Adds the executor's own fields (image, network, resources, ...) to the spec. */
   readonly refine?: (spec: ExecSpec) => ExecSpec
+  /** The command to run when the executor derives it from its own flags (e.g. a guest agent). */
+  readonly command?: ReadonlyArray<string>
 }
 
 export type ExecutorFactory = (options: RunOptions) => ExecutorChoice
@@ -36,7 +39,8 @@ export const executors: Record<string, ExecutorFactory> = {
       )
     }
     return { layer: ProcessExecutor.layer() }
-  }
+  },
+  hyperlight: hyperlightExecutor
 }
 
 export const chooseExecutor = (options: RunOptions): ExecutorChoice => {

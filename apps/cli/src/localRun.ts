@@ -67,12 +67,12 @@ export const handlerWrappers: Array<HandlerWrapper> = []
  */
 export const runLocally = (options: RunOptions): Effect.Effect<number, unknown> =>
   Effect.gen(function* () {
-    if (options.command.length === 0)
-      throw new UsageError("missing command: runlane run [flags] -- <command> [args...]")
-    const secrets = readSecrets(options.secretNames)
     const choice = chooseExecutor(options)
+    const command = choice.command ?? options.command
+    if (command.length === 0) throw new UsageError("missing command: runlane run [flags] -- <command> [args...]")
+    const secrets = readSecrets(options.secretNames)
     const payload: { -readonly [K in keyof ExecPayload]: ExecPayload[K] } = {
-      argv: options.command as [string, ...Array<string>],
+      argv: command as [string, ...Array<string>],
       env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", ...options.env },
       cwd: process.cwd()
     }
