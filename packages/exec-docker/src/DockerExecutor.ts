@@ -375,6 +375,11 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
           channel?.send()
           yield* call(`starting the container (${image})`, () => container.start())
           const startedAt = Date.now()
+          // ask for the exit status now (one round trip less at the end); it settles when the container stops
+          const waitResult = container.wait().then(
+            (value: { StatusCode: number }) => ({ ok: true as const, value }),
+            (cause: unknown) => ({ ok: false as const, cause })
+          )
           if (spec.timeoutMs !== undefined) {
             yield* Effect.forkScoped(
               Effect.sleep(spec.timeoutMs).pipe(
@@ -406,8 +411,15 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
           }
           const exited = Effect.gen(function* () {
             // the attach stream has ended (all output read); now the exit status
-            const result = (yield* call("waiting for the container", () => container.wait())) as { StatusCode: number }
-            const code = result.StatusCode
+            const result = yield* Effect.promise(() => waitResult)
+            if (!result.ok) {
+              return yield* new ExecError({
+                executor: EXECUTOR,
+                message: `waiting for the container failed (${endpoint}): ${describeCause(result.cause)}`,
+                cause: result.cause
+              })
+            }
+            const code = result.value.StatusCode
             let oom = false
             if (code !== 0) {
               const inspected = yield* call("inspecting the container", () => container.inspect())
@@ -453,7 +465,6 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
       const memory = resources.memoryBytes ?? config.defaultResources?.memoryBytes ?? DEFAULTS.memoryBytes
       const cpus = resources.cpus ?? config.defaultResources?.cpus ?? DEFAULTS.cpus
       const pids = resources.pids ?? config.defaultResources?.pids ?? DEFAULTS.pids
-      const binds: Array<string> = []
       const mounts: Array<Docker.MountSettings> = []
       if (spec.cwd !== undefined)
         mounts.push({ Type: "bind", Source: spec.cwd, Target: workspaceTarget, ReadOnly: false })
@@ -497,7 +508,6 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
           PidsLimit: pids,
           Init: config.init !== false,
           AutoRemove: false,
-          Binds: binds,
           Mounts: mounts
         }
       }

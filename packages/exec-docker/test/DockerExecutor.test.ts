@@ -72,6 +72,8 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
     it("delivers 100 MB of output completely before exited", async () => {
       const pattern = new TextEncoder().encode("abcdefghijklmno\n")
       const total = 100 * 1024 * 1024
+      const expected = Buffer.alloc(4 * 1024 * 1024 + 16)
+      for (let i = 0; i < expected.length; i++) expected[i] = pattern[i % 16] ?? 0
       let received = 0
       let mismatch = -1
       let exited: ExecEvent | undefined
@@ -79,14 +81,26 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       const program = Effect.gen(function* () {
         const executor = yield* Executor
         yield* Stream.runForEach(
-          executor.run({ argv: ["sh", "-c", `yes abcdefghijklmno | head -c ${total}`], image: BUSYBOX }),
+          executor.run({
+            argv: [
+              "sh",
+              "-c",
+              `yes abcdefghijklmno | head -c 1048576 > /tmp/p; i=0; while [ $i -lt ${total / 1048576} ]; do cat /tmp/p; i=$((i+1)); done`
+            ],
+            image: BUSYBOX
+          }),
           (e) =>
             Effect.sync(() => {
               if (e._tag === "output") {
                 if (exited !== undefined) afterExit++
                 if (e.stream !== "stdout") return
-                for (let i = 0; i < e.data.length; i++) {
-                  if (mismatch < 0 && e.data[i] !== pattern[(received + i) % 16]) mismatch = received + i
+                const offset = received % 16
+                const data = Buffer.from(e.data.buffer, e.data.byteOffset, e.data.length)
+                if (
+                  mismatch < 0 &&
+                  (data.length > expected.length - 16 || !data.equals(expected.subarray(offset, offset + data.length)))
+                ) {
+                  mismatch = received
                 }
                 received += e.data.length
               } else if (e._tag === "exited") exited = e
@@ -455,6 +469,21 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       const error = failureOf(exit) as { _tag: string; message: string }
       expect(error._tag).toBe("ExecError")
       expect(error.message).toContain(`pulling image ${BUSYBOX} failed`)
+    })
+
+    it("a container that cannot start is an ExecError and is removed", async () => {
+      const job = uniqueJob("bad-user")
+      const exit = await runSpec({
+        argv: ["true"],
+        image: BUSYBOX,
+        user: "no-such-user",
+        labels: { "runlane.job": job }
+      })
+      const error = failureOf(exit) as { _tag: string; message: string }
+      expect(error._tag).toBe("ExecError")
+      expect(error.message).toContain("starting the container")
+      expect(error.message).toContain("no-such-user")
+      expect(await containersWithLabel(`runlane.job=${job}`)).toEqual([])
     })
 
     it("an unreachable engine is a clear ExecError", async () => {
