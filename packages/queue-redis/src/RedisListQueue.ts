@@ -163,7 +163,7 @@ const takeScript = new LuaScript(`${LIST_LUA}
 local base, main, consumer, max, vis, nb, defaultMax, hbTtl, landed =
   ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local now = nowMs()
-redis.call('SET', base .. 'hb:' .. consumer, now, 'PX', math.max(hbTtl, vis))
+redis.call('SET', base .. 'hb:' .. consumer, now, 'PX', hbTtl)
 redis.call('SADD', base .. 'consumers', consumer)
 redis.call('ZADD', base .. 'prios', 'NX', 0, '0')
 promoteDue(base, main, now)
@@ -242,7 +242,7 @@ if not l then return code end
 l.e = now + vis
 redis.call('HSET', base .. 'lease', nonce, cjson.encode(l))
 redis.call('ZADD', base .. 'leasexp', l.e, nonce)
-redis.call('SET', base .. 'hb:' .. l.c, now, 'PX', math.max(hbTtl, vis))
+redis.call('SET', base .. 'hb:' .. l.c, now, 'PX', hbTtl)
 return l.e
 `)
 
@@ -362,7 +362,12 @@ export interface RedisListQueueConfig extends RedisQueueConfig {
   readonly mainListKey?: (queue: string) => string
   /** `maxAttempts` of a foreign job (pushed without runlane's envelope); default 3. */
   readonly foreignMaxAttempts?: number
-  /** A runner's heartbeat key lives at least this long after its last take or extend (default 30 s). */
+  /**
+   * TTL of a runner's heartbeat key (default 15 s). While the layer is alive it refreshes the
+   * key of every runner name it has taken for, every third of this; `recover` treats a runner
+   * whose key has expired as gone and returns all its processing entries, whatever their
+   * visibility timeout.
+   */
   readonly heartbeatTtlMs?: number
 }
 
@@ -402,7 +407,7 @@ export const make = Effect.fnUntraced(function* (config: RedisListQueueConfig = 
   const prefix = config.prefix ?? "runlane:"
   const ttl = config.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS
   const pollMs = config.pollIntervalMs ?? 1000
-  const hbTtl = config.heartbeatTtlMs ?? 30_000
+  const hbTtl = Math.max(100, config.heartbeatTtlMs ?? 15_000)
   const foreignMax = config.foreignMaxAttempts ?? DEFAULT_MAX_ATTEMPTS
   const defaultName = config.consumer ?? defaultConsumer()
   const client = yield* Effect.acquireRelease(
@@ -413,6 +418,31 @@ export const make = Effect.fnUntraced(function* (config: RedisListQueueConfig = 
   yield* Effect.addFinalizer(() => blockers.close)
   const base = (queue: string) => queueBase(prefix, queue)
   const mainKey = (queue: string) => config.mainListKey?.(queue) ?? `${base(queue)}jobs`
+
+  // The heartbeat: this process is alive, so the runners it takes for are alive.
+  const heartbeatKeys = new Set<string>()
+  yield* Effect.acquireRelease(
+    Effect.sync(() => {
+      const timer = setInterval(
+        () => {
+          if (heartbeatKeys.size === 0) return
+          const pipeline = client.pipeline()
+          for (const key of heartbeatKeys) pipeline.set(key, Date.now(), "PX", hbTtl)
+          pipeline.exec().catch(() => undefined)
+        },
+        Math.max(30, Math.floor(hbTtl / 3))
+      )
+      timer.unref()
+      return timer
+    }),
+    (timer) =>
+      Effect.suspend(() => {
+        clearInterval(timer)
+        // A clean shutdown: this runner is gone now, not after the TTL.
+        const keys = [...heartbeatKeys]
+        return keys.length === 0 ? Effect.void : Effect.promise(() => client.del(...keys).catch(() => 0))
+      })
+  )
 
   const enqueueAll = (inputs: ReadonlyArray<EnqueueInput>) =>
     Effect.suspend(() => {
@@ -484,6 +514,7 @@ export const make = Effect.fnUntraced(function* (config: RedisListQueueConfig = 
   const takeLeases = (options: TakeOptions): Effect.Effect<ReadonlyArray<Lease>, QueueError> =>
     Effect.gen(function* () {
       const consumer = options.consumer ?? defaultName
+      heartbeatKeys.add(`${base(options.queue)}hb:${consumer}`)
       const max = Math.max(0, Math.min(MAX_TAKE, Math.floor(options.max)))
       if (max === 0) return []
       const deadline = Date.now() + Math.max(0, options.waitMs)
