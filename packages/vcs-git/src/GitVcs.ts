@@ -8,7 +8,7 @@
  * URL and never in `.git/config`; git is run with no system or global config, no credential
  * helpers, no hooks and no terminal prompts.
  */
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises"
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import {
@@ -142,6 +142,38 @@ const isEmptyOrMissingDir = (dir: string): Promise<boolean> =>
     (entries) => entries.length === 0,
     (error: NodeJS.ErrnoException) => error.code === "ENOENT"
   )
+
+const FULL_SHA_RE = /^[0-9a-f]{40}([0-9a-f]{24})?$/
+
+/**
+ * HEAD of a fresh clone read from its files (saves starting git once more); `undefined` when
+ * the layout is anything but the plain one, and then the caller asks git.
+ */
+const readFreshHead = async (dir: string): Promise<{ commit: string; branch: string | null } | undefined> => {
+  try {
+    const gitDir = join(dir, ".git")
+    const head = (await readFile(join(gitDir, "HEAD"), "utf8")).trim()
+    if (FULL_SHA_RE.test(head)) return { commit: head, branch: null }
+    const ref = /^ref: (refs\/heads\/[^\s]+)$/.exec(head)?.[1]
+    if (ref === undefined || ref.includes("..")) return undefined
+    let commit = await readFile(join(gitDir, ref), "utf8").then(
+      (s) => s.trim(),
+      () => undefined
+    )
+    if (commit === undefined) {
+      const packed = await readFile(join(gitDir, "packed-refs"), "utf8")
+      commit = packed
+        .split("\n")
+        .find((line) => line.endsWith(` ${ref}`))
+        ?.split(" ")[0]
+    }
+    return commit !== undefined && FULL_SHA_RE.test(commit)
+      ? { commit, branch: ref.slice("refs/heads/".length) }
+      : undefined
+  } catch {
+    return undefined
+  }
+}
 
 /** Builds the service. Needs a `Scope`: the private home/askpass directory lives as long as it. */
 export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], never, Scope.Scope> =>
@@ -328,7 +360,8 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
           )
         )
       }
-      const { commit, branch } = yield* head(into, masker, operation)
+      const fromFiles = yield* Effect.promise(() => readFreshHead(into))
+      const { commit, branch } = fromFiles ?? (yield* head(into, masker, operation))
       yield* Effect.logDebug("git checkout done").pipe(
         Effect.annotateLogs({ url: stripUrlCredentials(remote.url), dir: into, commit })
       )
