@@ -16,6 +16,7 @@ import { findExecutable } from "../src/Bubblewrap.ts"
 import { bwrapArgv } from "../src/BwrapArgv.ts"
 import { runGuestAgent } from "../src/GuestAgent.ts"
 import { SandboxExecutor } from "../src/index.ts"
+import { seccompFilterFile } from "../src/Seccomp.ts"
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 60)
 const WARMUP = 10
@@ -48,7 +49,12 @@ const main = async () => {
     const svc = await Effect.runPromise(SandboxExecutor.make({ backend: "bubblewrap" }))
     const viaExecutor = () =>
       Effect.runPromise(Stream.runDrain(svc.run({ argv: ["true"], cwd: work, network: { _tag: "none" } })))
-    const bareArgv = bwrapArgv({ bwrap, argv: ["true"], workingDir: work })
+    const bareArgv = bwrapArgv({
+      bwrap,
+      argv: ["true"],
+      workingDir: work,
+      seccompFile: seccompFilterFile() ?? undefined
+    })
     const viaBwrap = () => spawnWait(bareArgv)
     const viaSpawn = () => spawnWait(["true"])
     const agent = "function ExecuteAgent(prompt, mcpUrl) { return 'done: ' + prompt }"

@@ -8,6 +8,7 @@ import { createRunCgroup, detectCgroups, type RunCgroup } from "./Cgroup.ts"
 import { type EgressProxy, startEgressProxy } from "./EgressProxy.ts"
 import { hostPort, parseMcpOrigin } from "./McpOrigin.ts"
 import { EXECUTOR_NAME, type SandboxBackend, type SandboxJob, seedEnv } from "./SandboxJob.ts"
+import { seccompFilterFile } from "./Seccomp.ts"
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"])
 
@@ -125,7 +126,8 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
           launcher:
             cgroup !== undefined || res.cpuSeconds !== undefined
               ? { cgroupProcs: cgroup?.procs ?? [], cpuSeconds: res.cpuSeconds }
-              : undefined
+              : undefined,
+          seccompFile: seccompFilterFile() ?? undefined
         })
         const drain = (): Array<ExecEvent> => notes.splice(0, notes.length)
         return spawnStream(

@@ -35,6 +35,8 @@ export interface BwrapPlan {
   readonly launcher?:
     | { readonly cgroupProcs: ReadonlyArray<string>; readonly cpuSeconds?: number | undefined }
     | undefined
+  /** A seccomp BPF program file, handed to bwrap on fd 3 by the launcher. */
+  readonly seccompFile?: string | undefined
 }
 
 let systemMounts: ReadonlyArray<string> | undefined
@@ -84,6 +86,7 @@ export const bwrapArgv = (plan: BwrapPlan): Array<string> => {
     "--new-session",
     "--cap-drop",
     "ALL",
+    ...(plan.seccompFile !== undefined ? ["--seccomp", "3"] : []),
     ...systemDirArgs(),
     "--proc",
     "/proc",
@@ -104,9 +107,11 @@ export const bwrapArgv = (plan: BwrapPlan): Array<string> => {
   args.push("--remount-ro", "/", "--chdir", plan.workingDir, "--")
   if (plan.proxy !== undefined) args.push("/bin/sh", "-c", bridgeScript(plan.proxy.ports), "sh")
   args.push(...plan.argv)
-  if (plan.launcher === undefined) return args
-  const steps = plan.launcher.cgroupProcs.map((f) => `echo $$ > ${shellQuote(f)} || exit 125`)
-  if (plan.launcher.cpuSeconds !== undefined) steps.push(`ulimit -t ${Math.ceil(plan.launcher.cpuSeconds)} || exit 125`)
+  if (plan.launcher === undefined && plan.seccompFile === undefined) return args
+  const steps = (plan.launcher?.cgroupProcs ?? []).map((f) => `echo $$ > ${shellQuote(f)} || exit 125`)
+  const cpu = plan.launcher?.cpuSeconds
+  if (cpu !== undefined) steps.push(`ulimit -t ${Math.ceil(cpu)} || exit 125`)
+  if (plan.seccompFile !== undefined) steps.push(`exec 3< ${shellQuote(plan.seccompFile)} || exit 125`)
   steps.push('exec "$@"')
   return ["/bin/sh", "-c", steps.join("\n"), "runlane-launcher", ...args]
 }

@@ -176,6 +176,27 @@ describe.skipIf(!available)("bubblewrap backend", () => {
     expect(r.stdout).toContain("no-docker")
   })
 
+  it.skipIf(process.arch !== "x64")("a seccomp filter refuses namespace, mount and ptrace system calls", async () => {
+    const r = await run(
+      sh(
+        [
+          "grep -E '^Seccomp:' /proc/self/status",
+          "unshare -U true 2>/dev/null && echo unshare-allowed || echo unshare-denied",
+          "unshare -n true 2>/dev/null && echo unshare-net-allowed || echo unshare-net-denied",
+          `python3 -c 'import ctypes,os; l=ctypes.CDLL(None, use_errno=True); r=l.ptrace(0,0,0,0); print("ptrace", r, os.strerror(ctypes.get_errno()))'`,
+          `python3 -c 'import ctypes,os; l=ctypes.CDLL(None, use_errno=True); r=l.mount(b"none", b"/tmp", b"tmpfs", 0, None); print("mount", r, os.strerror(ctypes.get_errno()))'`,
+          "sh -c 'echo child-ok'"
+        ].join("\n")
+      )
+    )
+    expect(r.stdout).toContain("Seccomp:\t2")
+    expect(r.stdout).toContain("unshare-denied")
+    expect(r.stdout).toContain("unshare-net-denied")
+    expect(r.stdout).toContain("ptrace -1 Operation not permitted")
+    expect(r.stdout).toContain("mount -1 Operation not permitted")
+    expect(r.stdout).toContain("child-ok")
+  })
+
   it("the pids limit holds", async () => {
     const r = await run(
       sh("for i in $(seq 1 40); do sleep 2 & done; wait; echo done", {
