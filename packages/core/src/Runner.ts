@@ -51,6 +51,7 @@ export interface RunnerConfig {
 }
 
 interface InFlight {
+  readonly id: number
   readonly lease: Lease
   readonly key: string | undefined
   fiber: Fiber.Fiber<void> | undefined
@@ -107,7 +108,8 @@ export const run = <R>(
     const record = config.record !== false
     const globalSecrets = config.secrets ?? []
 
-    const inflight = new Map<string, InFlight>()
+    const inflight = new Map<number, InFlight>()
+    let localIds = 0
     let slotWaiter: (() => void) | undefined
     let stopping = false
 
@@ -116,9 +118,16 @@ export const run = <R>(
       slotWaiter = undefined
       wake?.()
     }
-    const waitForSlot = Effect.callback<void>((resume) => {
-      if (inflight.size < concurrency || stopping) return resume(Effect.void)
-      slotWaiter = () => resume(Effect.void)
+    // With batches, wait until a good part of a batch can be taken at once.
+    const takeThreshold = batchSize > 1 ? Math.max(1, Math.ceil(Math.min(batchSize, concurrency) / 2)) : 1
+    const waitForSlots = Effect.callback<void>((resume) => {
+      const ready = () => concurrency - inflight.size >= takeThreshold || inflight.size === 0 || stopping
+      if (ready()) return resume(Effect.void)
+      slotWaiter = () => {
+        if (ready()) resume(Effect.void)
+        else slotWaiter = wake
+      }
+      const wake = slotWaiter
     })
 
     const emit = (jobId: string, events: ReadonlyArray<JobEventInput>) =>
@@ -151,141 +160,126 @@ export const run = <R>(
       status: JobStatus,
       decision: NackDecision | "ack",
       details: { readonly exitCode?: number | null; readonly error?: string; readonly result?: unknown }
-    ) =>
-      Effect.gen(function* () {
-        const now = Date.now()
-        const patch: { -readonly [K in keyof JobRecord]?: JobRecord[K] } = { attempts: lease.attempt }
-        if (status !== "queued") patch.finishedAt = now
-        if (details.exitCode !== undefined) patch.exitCode = details.exitCode
-        if (details.error !== undefined) patch.error = details.error
-        if (details.result !== undefined) patch.result = details.result
-        const finished: Array<JobEventInput> = []
-        if (status !== "queued") {
-          const event: Record<string, unknown> = { _tag: "finished", status }
-          if (details.exitCode !== undefined) event.exitCode = details.exitCode
-          if (details.error !== undefined) event.error = details.error
-          finished.push(event as JobEventInput)
-        }
-        // Record first, then settle: a record never lags behind the queue.
-        yield* setStatus(lease, "running", status, patch, finished)
-        yield* settle(lease, decision)
+    ): Effect.Effect<void> => {
+      const patch: { -readonly [K in keyof JobRecord]?: JobRecord[K] } = { attempts: lease.attempt }
+      if (status !== "queued") patch.finishedAt = Date.now()
+      if (details.exitCode !== undefined) patch.exitCode = details.exitCode
+      if (details.error !== undefined) patch.error = details.error
+      if (details.result !== undefined) patch.result = details.result
+      const finished: Array<JobEventInput> = []
+      if (status !== "queued") {
+        const event: Record<string, unknown> = { _tag: "finished", status }
+        if (details.exitCode !== undefined) event.exitCode = details.exitCode
+        if (details.error !== undefined) event.error = details.error
+        finished.push(event as JobEventInput)
+      }
+      // Record first, then settle: a record never lags behind the queue.
+      return Effect.andThen(setStatus(lease, "running", status, patch, finished), settle(lease, decision))
+    }
+
+    /** Turns the exit of one attempt into the record's status and the queue's decision. */
+    const conclude = (
+      lease: Lease,
+      exit: Exit.Exit<Option.Option<JobOutcome>, JobFailed | InvalidPayload>,
+      masker: SecretMasker,
+      timeoutMs: number | undefined
+    ): Effect.Effect<void> => {
+      const { job } = lease
+      const canRetry = lease.attempt < job.maxAttempts
+      const retry = (error: string): NackDecision => ({
+        _tag: "retry",
+        delayMs: backoffDelay(lease.attempt, config.backoff),
+        error
       })
+      if (Exit.isSuccess(exit)) {
+        if (Option.isSome(exit.value)) {
+          const outcome = exit.value.value
+          const details: { exitCode?: number | null; result?: unknown } = {}
+          if (outcome.exitCode !== undefined) details.exitCode = outcome.exitCode
+          if (outcome.result !== undefined) details.result = outcome.result
+          return finish(lease, "succeeded", "ack", details)
+        }
+        const error = `timed out after ${timeoutMs} ms`
+        return config.retryOnTimeout === true && canRetry
+          ? finish(lease, "queued", retry(error), { error })
+          : finish(lease, "timed_out", { _tag: "dead", reason: error }, { error })
+      }
+      const cause = exit.cause
+      if (Cause.hasInterruptsOnly(cause)) {
+        // Shutdown or a lost lease: give the job back without counting the attempt.
+        return finish(lease, "queued", { _tag: "release", delayMs: 0 }, { error: "interrupted: runner stopped" })
+      }
+      const failure = Option.getOrUndefined(Cause.findErrorOption(cause))
+      const error = masker.maskString(errorMessage(cause))
+      if (failure?._tag === "InvalidPayload") {
+        const reason = `invalid payload: ${error}`
+        return finish(lease, "dead", { _tag: "dead", reason }, { error: reason })
+      }
+      const details: { exitCode?: number | null; error: string } = { error }
+      if (failure?._tag === "JobFailed" && failure.exitCode !== undefined) details.exitCode = failure.exitCode
+      const retryable = !(failure?._tag === "JobFailed" && failure.retryable === false)
+      if (retryable && canRetry) return finish(lease, "queued", retry(error), details)
+      const reason = `failed after ${lease.attempt} attempt(s): ${error}`
+      return finish(lease, "failed", { _tag: "dead", reason }, details)
+    }
+
+    /** Records the start of an attempt, runs the handler under its timeout, then settles. */
+    const attempt = (lease: Lease, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) => {
+      const { job } = lease
+      const masker = new SecretMasker(globalSecrets)
+      const jobContext: JobContext = {
+        job,
+        attempt: lease.attempt,
+        runnerId,
+        masker,
+        emit: (events) => emit(job.id, events)
+      }
+      const timeoutMs = job.timeoutMs ?? config.defaultTimeoutMs
+      const body: Effect.Effect<Option.Option<JobOutcome>, JobFailed | InvalidPayload> = Effect.suspend(() =>
+        handler(jobContext)
+      ).pipe(Effect.provideContext(context), timeoutMs === undefined ? Effect.asSome : Effect.timeoutOption(timeoutMs))
+      const started = record
+        ? ensureRecord(lease).pipe(
+            Effect.andThen(store.update(job.id, { status: "running", attempts: lease.attempt, startedAt: Date.now() })),
+            Effect.ignore,
+            Effect.andThen(
+              emit(job.id, [
+                { _tag: "started", attempt: lease.attempt, runner: runnerId },
+                { _tag: "status-changed", from: "queued", to: "running" }
+              ])
+            )
+          )
+        : Effect.void
+      return started.pipe(
+        Effect.andThen(Effect.exit(restore(body))),
+        Effect.flatMap((exit) => conclude(lease, exit, masker, timeoutMs))
+      )
+    }
 
     /** Runs one leased job from start to settlement; never fails. */
-    const processLease = (lease: Lease, entry: InFlight): Effect.Effect<void> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function* () {
-          const { job } = lease
-          if (lease.attempt > job.maxAttempts) {
-            const reason = `delivered ${lease.attempt} times without finishing (max attempts ${job.maxAttempts}); last: lease expired`
-            yield* ensureRecord(lease)
-            yield* finish(lease, "dead", { _tag: "dead", reason }, { error: reason })
-            return
-          }
-          if (entry.key !== undefined && config.maxPerKey !== undefined) {
-            const ok = yield* limiter
-              .tryAcquire(entry.key, lease.token, { limit: config.maxPerKey, ttlMs: visibilityMs })
-              .pipe(Effect.orElseSucceed(() => false))
-            if (!ok) {
-              yield* settle(lease, { _tag: "release", delayMs: keyBusyDelayMs })
-              return
-            }
-          }
-          const masker = new SecretMasker(globalSecrets)
-          const startedAt = Date.now()
-          yield* ensureRecord(lease)
-          if (record) {
-            yield* store.update(job.id, { status: "running", attempts: lease.attempt, startedAt }).pipe(Effect.ignore)
-            yield* emit(job.id, [
-              { _tag: "started", attempt: lease.attempt, runner: runnerId },
-              { _tag: "status-changed", from: "queued", to: "running" }
-            ])
-          }
-          const jobContext: JobContext = {
-            job,
-            attempt: lease.attempt,
-            runnerId,
-            masker,
-            emit: (events) => emit(job.id, events)
-          }
-          const timeoutMs = job.timeoutMs ?? config.defaultTimeoutMs
-          const body: Effect.Effect<Option.Option<JobOutcome>, JobFailed | InvalidPayload> = Effect.suspend(() =>
-            handler(jobContext)
-          ).pipe(
-            Effect.provideContext(context),
-            timeoutMs === undefined ? Effect.asSome : Effect.timeoutOption(timeoutMs)
+    const processLease = (lease: Lease, entry: InFlight): Effect.Effect<void> => {
+      const { job } = lease
+      const limited = entry.key !== undefined && config.maxPerKey !== undefined
+      const release = Effect.suspend(() => {
+        inflight.delete(entry.id)
+        freeSlot()
+        return limited ? limiter.release(entry.key!, lease.token).pipe(Effect.ignore) : Effect.void
+      })
+      const run = Effect.uninterruptibleMask((restore) => {
+        if (lease.attempt > job.maxAttempts) {
+          const reason = `delivered ${lease.attempt} times without finishing (max attempts ${job.maxAttempts}); last: lease expired`
+          return Effect.andThen(ensureRecord(lease), finish(lease, "dead", { _tag: "dead", reason }, { error: reason }))
+        }
+        if (!limited) return attempt(lease, restore)
+        return limiter.tryAcquire(entry.key!, lease.token, { limit: config.maxPerKey!, ttlMs: visibilityMs }).pipe(
+          Effect.orElseSucceed(() => false),
+          Effect.flatMap((ok) =>
+            ok ? attempt(lease, restore) : settle(lease, { _tag: "release", delayMs: keyBusyDelayMs })
           )
-          const exit = yield* Effect.exit(restore(body))
-          const mask = (text: string) => masker.maskString(text)
-          const canRetry = lease.attempt < job.maxAttempts
-
-          if (Exit.isSuccess(exit)) {
-            if (Option.isSome(exit.value)) {
-              const outcome = exit.value.value
-              const details: { exitCode?: number | null; result?: unknown } = {}
-              if (outcome.exitCode !== undefined) details.exitCode = outcome.exitCode
-              if (outcome.result !== undefined) details.result = outcome.result
-              yield* finish(lease, "succeeded", "ack", details)
-              return
-            }
-            const error = `timed out after ${timeoutMs} ms`
-            if (config.retryOnTimeout === true && canRetry) {
-              yield* finish(
-                lease,
-                "queued",
-                { _tag: "retry", delayMs: backoffDelay(lease.attempt, config.backoff), error },
-                { error }
-              )
-            } else {
-              yield* finish(lease, "timed_out", { _tag: "dead", reason: error }, { error })
-            }
-            return
-          }
-          const cause = exit.cause
-          if (Cause.hasInterruptsOnly(cause)) {
-            // Shutdown or a lost lease: give the job back without counting the attempt.
-            yield* finish(lease, "queued", { _tag: "release", delayMs: 0 }, { error: "interrupted: runner stopped" })
-            return
-          }
-          const failure = Cause.findErrorOption(cause)
-          const error = mask(errorMessage(cause))
-          if (Option.isSome(failure) && failure.value._tag === "InvalidPayload") {
-            const reason = `invalid payload: ${error}`
-            yield* finish(lease, "dead", { _tag: "dead", reason }, { error: reason })
-            return
-          }
-          const exitCode =
-            Option.isSome(failure) && failure.value._tag === "JobFailed" ? failure.value.exitCode : undefined
-          const retryable = !(
-            Option.isSome(failure) &&
-            failure.value._tag === "JobFailed" &&
-            failure.value.retryable === false
-          )
-          const details: { exitCode?: number | null; error: string } = { error }
-          if (exitCode !== undefined) details.exitCode = exitCode
-          if (retryable && canRetry) {
-            yield* finish(
-              lease,
-              "queued",
-              { _tag: "retry", delayMs: backoffDelay(lease.attempt, config.backoff), error },
-              details
-            )
-          } else {
-            const reason = `failed after ${lease.attempt} attempt(s): ${error}`
-            yield* finish(lease, "failed", { _tag: "dead", reason }, details)
-          }
-        })
-      ).pipe(
-        Effect.ensuring(
-          Effect.suspend(() => {
-            inflight.delete(lease.token)
-            freeSlot()
-            return entry.key !== undefined && config.maxPerKey !== undefined
-              ? limiter.release(entry.key, lease.token).pipe(Effect.ignore)
-              : Effect.void
-          })
         )
-      )
+      })
+      return Effect.ensuring(run, release)
+    }
 
     const ensureRecord = (lease: Lease) => {
       if (!record) return Effect.void
@@ -338,7 +332,7 @@ export const run = <R>(
 
     const takeLoop = Effect.gen(function* () {
       while (!stopping) {
-        yield* waitForSlot
+        yield* waitForSlots
         if (stopping) break
         const free = concurrency - inflight.size
         const leases = yield* queue
@@ -358,11 +352,15 @@ export const run = <R>(
             )
           )
         for (const lease of leases) {
-          const entry: InFlight = { lease, key: lease.job.key, fiber: undefined }
-          inflight.set(lease.token, entry)
+          const entry: InFlight = { id: ++localIds, lease, key: lease.job.key, fiber: undefined }
+          inflight.set(entry.id, entry)
           entry.fiber = yield* Effect.forkDetach(processLease(lease, entry))
         }
-        if (leases.length === 0 && config.stopWhenIdle === true && (yield* isIdle)) break
+        if (leases.length === 0) {
+          if (config.stopWhenIdle === true && (yield* isIdle)) break
+          // A take that does not long-poll must not spin while jobs run.
+          if (pollWaitMs === 0) yield* Effect.sleep(5)
+        }
       }
     })
 

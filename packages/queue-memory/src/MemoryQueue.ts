@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import {
   type EnqueueInput,
   type EnqueueResult,
@@ -21,29 +21,53 @@ interface Entry {
   readonly job: JobSpec
   state: LeaseState
   attempt: number
-  token: string | null
+  /** Number of the current lease (0 when not leased); the token is `<lease>.<secret>`. */
+  lease: number
+  secret: string
   expiresAt: number
   reason?: string
 }
 
+/** Unguessable token suffixes, cut from a pool of random bytes (one syscall per 340 leases). */
+let pool = randomBytes(0)
+let poolOffset = 0
+const secretBytes = 12
+const nextSecret = (): string => {
+  if (poolOffset + secretBytes > pool.length) {
+    pool = randomBytes(secretBytes * 340)
+    poolOffset = 0
+  }
+  const secret = pool.toString("base64url", poolOffset, poolOffset + secretBytes)
+  poolOffset += secretBytes
+  return secret
+}
+
+/** Splits a token into its lease number and secret; lease 0 for a malformed token. */
+const parseToken = (token: string): { readonly lease: number; readonly secret: string } => {
+  const dot = token.indexOf(".")
+  const lease = dot > 0 ? Number(token.slice(0, dot)) : 0
+  return Number.isSafeInteger(lease) && lease > 0 ? { lease, secret: token.slice(dot + 1) } : { lease: 0, secret: "" }
+}
+
 class QueueState {
-  private readonly tokens: Map<string, QueueState>
-  constructor(tokens: Map<string, QueueState>) {
-    this.tokens = tokens
+  private readonly leases: Map<number, QueueState>
+  constructor(leases: Map<number, QueueState>) {
+    this.leases = leases
   }
   /** Ready entries by priority; `priorities` is kept sorted, highest first. */
   readonly levels = new Map<number, Fifo<Entry>>()
   priorities: Array<number> = []
   ready = 0
   readonly delayed = new MinHeap<Entry>()
-  readonly inflight = new Map<string, Entry>()
-  readonly expiries = new MinHeap<{ readonly entry: Entry; readonly token: string }>()
+  readonly inflight = new Map<number, Entry>()
+  /** No lease expires before this (a lower bound: acks do not raise it). */
+  private nextExpiry = Number.POSITIVE_INFINITY
   readonly dead: Array<Entry> = []
   readonly waiters = new Set<() => void>()
 
   pushReady(entry: Entry): void {
     entry.state = "ready"
-    entry.token = null
+    entry.lease = 0
     let level = this.levels.get(entry.job.priority)
     if (level === undefined) {
       level = new Fifo()
@@ -71,34 +95,43 @@ class QueueState {
       return
     }
     entry.state = "delayed"
-    entry.token = null
+    entry.lease = 0
     this.delayed.push(now + delayMs, entry)
   }
 
-  /** Moves due delayed jobs and expired leases back to ready; returns how many leases expired. */
-  tick(now: number): number {
+  /**
+   * Moves due delayed jobs and expired leases back to ready; returns how many leases expired.
+   * Leases are scanned only when one may have expired (or when `force`), so `take` stays O(batch).
+   */
+  tick(now: number, force = false): number {
     while (this.delayed.size > 0 && this.delayed.peekKey()! <= now) this.pushReady(this.delayed.pop()!)
+    if (!force && now < this.nextExpiry) return 0
     let expired = 0
-    while (this.expiries.size > 0 && this.expiries.peekKey()! <= now) {
-      const { entry, token } = this.expiries.pop()!
-      if (entry.token !== token || entry.state !== "inflight") continue
+    let next = Number.POSITIVE_INFINITY
+    for (const [lease, entry] of this.inflight) {
       if (entry.expiresAt > now) {
-        this.expiries.push(entry.expiresAt, { entry, token })
+        if (entry.expiresAt < next) next = entry.expiresAt
         continue
       }
-      this.inflight.delete(token)
-      this.tokens.delete(token)
+      this.inflight.delete(lease)
+      this.leases.delete(lease)
       entry.reason = "lease expired"
       this.pushReady(entry)
       expired++
     }
+    this.nextExpiry = next
     return expired
+  }
+
+  /** A lease was given or extended to `expiresAt`. */
+  noteExpiry(expiresAt: number): void {
+    if (expiresAt < this.nextExpiry) this.nextExpiry = expiresAt
   }
 
   /** Milliseconds until the next delayed job is due or lease expires (Infinity when none). */
   nextDueIn(now: number): number {
     const a = this.delayed.peekKey() ?? Number.POSITIVE_INFINITY
-    const b = this.expiries.peekKey() ?? Number.POSITIVE_INFINITY
+    const b = this.nextExpiry
     return Math.max(0, Math.min(a, b) - now)
   }
 
@@ -124,13 +157,14 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
   const idempotencyTtlMs = options.idempotencyTtlMs ?? 24 * 60 * 60 * 1000
   const queues = new Map<string, QueueState>()
   const requests = new Map<string, { readonly jobId: string; readonly at: number }>()
-  const tokens = new Map<string, QueueState>()
+  const leases = new Map<number, QueueState>()
+  let leaseCounter = 0
   let requestsSweptAt = Date.now()
 
   const stateOf = (queue: string): QueueState => {
     let state = queues.get(queue)
     if (state === undefined) {
-      state = new QueueState(tokens)
+      state = new QueueState(leases)
       queues.set(queue, state)
     }
     return state
@@ -160,29 +194,31 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
 
   const insert = (job: JobSpec, delayMs: number, now: number) => {
     const state = stateOf(job.queue)
-    state.schedule({ job, state: "ready", attempt: 0, token: null, expiresAt: 0 }, now, delayMs)
+    state.schedule({ job, state: "ready", attempt: 0, lease: 0, secret: "", expiresAt: 0 }, now, delayMs)
     state.wake()
   }
 
   const tryTake = (options: TakeOptions, now: number): Array<Lease> => {
     const state = stateOf(options.queue)
     state.tick(now)
-    const leases: Array<Lease> = []
+    const taken: Array<Lease> = []
     const expiresAt = now + options.visibilityMs
-    while (leases.length < options.max) {
+    while (taken.length < options.max) {
       const entry = state.shiftReady()
       if (entry === undefined) break
-      const token = randomUUID()
+      const lease = ++leaseCounter
+      const secret = nextSecret()
       entry.state = "inflight"
-      entry.token = token
+      entry.lease = lease
+      entry.secret = secret
       entry.attempt++
       entry.expiresAt = expiresAt
-      state.inflight.set(token, entry)
-      state.expiries.push(expiresAt, { entry, token })
-      tokens.set(token, state)
-      leases.push({ job: entry.job, token, attempt: entry.attempt, expiresAt })
+      state.inflight.set(lease, entry)
+      state.noteExpiry(expiresAt)
+      leases.set(lease, state)
+      taken.push({ job: entry.job, token: `${lease}.${secret}`, attempt: entry.attempt, expiresAt })
     }
-    return leases
+    return taken
   }
 
   const waitForWork = (state: QueueState, deadline: number) =>
@@ -218,23 +254,23 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
 
   /** The in-flight entry for a token, provided its lease is still valid. */
   const holder = (token: string, now: number): { state: QueueState; entry: Entry } | LeaseLost => {
-    const state = tokens.get(token)
-    const entry = state?.inflight.get(token)
-    if (state === undefined || entry === undefined) {
-      tokens.delete(token)
+    const { lease, secret } = parseToken(token)
+    const state = leases.get(lease)
+    const entry = state?.inflight.get(lease)
+    if (state === undefined || entry === undefined || entry.secret !== secret) {
       return new LeaseLost({ message: "unknown or spent task token" })
     }
     if (entry.expiresAt <= now) {
-      state.tick(now)
+      state.tick(now, true)
       return new LeaseLost({ message: "lease expired" })
     }
     return { state, entry }
   }
 
-  const release = (state: QueueState, entry: Entry, token: string) => {
-    state.inflight.delete(token)
-    tokens.delete(token)
-    entry.token = null
+  const release = (state: QueueState, entry: Entry) => {
+    state.inflight.delete(entry.lease)
+    leases.delete(entry.lease)
+    entry.lease = 0
   }
 
   return JobQueue.of({
@@ -255,7 +291,7 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
       Effect.suspend(() => {
         const found = holder(token, Date.now())
         if (found instanceof LeaseLost) return Effect.fail(found)
-        release(found.state, found.entry, token)
+        release(found.state, found.entry)
         return Effect.void
       }),
     nack: (token: string, decision: NackDecision) =>
@@ -264,7 +300,7 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
         const found = holder(token, now)
         if (found instanceof LeaseLost) return Effect.fail(found)
         const { state, entry } = found
-        release(state, entry, token)
+        release(state, entry)
         switch (decision._tag) {
           case "dead":
             entry.state = "dead"
@@ -289,19 +325,20 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
         const found = holder(token, now)
         if (found instanceof LeaseLost) return Effect.fail(found)
         found.entry.expiresAt = now + visibilityMs
+        found.state.noteExpiry(found.entry.expiresAt)
         return Effect.succeed(found.entry.expiresAt)
       }),
     recover: (queue) =>
       Effect.sync(() => {
         const state = stateOf(queue)
-        const expired = state.tick(Date.now())
+        const expired = state.tick(Date.now(), true)
         if (state.ready > 0) state.wake()
         return expired
       }),
     stats: (queue) =>
       Effect.sync((): QueueStats => {
         const state = stateOf(queue)
-        state.tick(Date.now())
+        state.tick(Date.now(), true)
         return {
           queue,
           ready: state.ready,
@@ -313,7 +350,7 @@ export const makeMemoryQueue = (options: MemoryQueueOptions = {}): JobQueue["Ser
     peek: (queue, { state: wanted, limit }) =>
       Effect.sync(() => {
         const state = stateOf(queue)
-        state.tick(Date.now())
+        state.tick(Date.now(), true)
         const out: Array<PeekEntry> = []
         const add = (entry: Entry) => {
           if (out.length >= limit) return
