@@ -1,6 +1,7 @@
 import type { ExecSpec, Executor } from "@runlane/core"
 import { ProcessExecutor } from "@runlane/exec-process"
 import { type Layer, Option } from "effect"
+import { dockerExecutor } from "./dockerExecutor.ts"
 import { UsageError } from "./ExitCode.ts"
 import { hyperlightExecutor } from "./hyperlightExecutor.ts"
 import type { RunOptions } from "./RunOptions.ts"
@@ -40,7 +41,8 @@ export const executors: Record<string, ExecutorFactory> = {
     }
     return { layer: ProcessExecutor.layer() }
   },
-  hyperlight: hyperlightExecutor
+  hyperlight: hyperlightExecutor,
+  docker: dockerExecutor
 }
 
 export const chooseExecutor = (options: RunOptions): ExecutorChoice => {
