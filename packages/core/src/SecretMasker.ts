@@ -1,11 +1,26 @@
-// PLACEHOLDER: replaced by the full implementation (see packages/core/README.md).
+/**
+ * Secret masking for job output: a byte-level, streaming, multi-pattern masker.
+ *
+ * Every registered value is expanded into its forms (literal, base64, URL, JSON, XML, shell and Go
+ * quoting, and a whitespace-tolerant form for multi-line values). All occurrences of all forms are
+ * found (overlapping ones included), touching or overlapping hits are merged, and each merged range
+ * becomes one `***`. Credentials in URLs (`scheme://user:TOKEN@host`) are masked by a separate
+ * pattern rule even when nobody registered them. See packages/core/MASKING.md.
+ */
 import { Stream } from "effect"
 
+/** The replacement printed once for every merged range of masked bytes. */
 export const MASK = "***"
 
 export interface SecretMaskerOptions {
-  /** Values (and encoded forms) shorter than this are not registered; they are reported in `skipped`. */
+  /**
+   * Values, lines of multi-line values and encoded forms shorter than this many characters
+   * (Unicode code points) are not registered. Skipped values are reported in `skipped`. Default 3;
+   * must be at least 1.
+   */
   readonly minLength?: number
+  /** Mask the password of `scheme://user:password@host` even when it is not registered. Default true. */
+  readonly maskUrlCredentials?: boolean
 }
 
 /** Stateful masking of one output stream (stdout or stderr). */
@@ -16,50 +31,796 @@ export interface MaskingState {
   flush(): Uint8Array
 }
 
-export class SecretMasker {
-  readonly secrets: Array<string> = []
-  readonly skipped: Array<string> = []
-  readonly minLength: number
-  constructor(secrets: Iterable<string> = [], options: SecretMaskerOptions = {}) {
-    this.minLength = options.minLength ?? 3
-    for (const s of secrets) this.add(s)
+/** The longest run of whitespace that stands for one line break of a multi-line value. */
+export const MAX_WHITESPACE_RUN = 256
+/** The longest `user:password` part (bytes between `://` and `@`) the URL rule recognises. */
+export const MAX_URL_USERINFO = 2048
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+const MASK_BYTES = encoder.encode(MASK)
+const EMPTY = new Uint8Array(0)
+
+// ---------------------------------------------------------------------------------------------
+// Byte classes
+// ---------------------------------------------------------------------------------------------
+
+/** Whitespace a line break of a multi-line value may turn into: space, \t, \n, \v, \f, \r. */
+const IS_WS = new Uint8Array(256)
+for (const b of [0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d]) IS_WS[b] = 1
+
+/** Bytes allowed in a URL's userinfo (RFC 3986 unreserved, pct-encoded, sub-delims, ":"), plus "@". */
+const IS_USERINFO = new Uint8Array(256)
+for (let b = 0x30; b <= 0x39; b++) IS_USERINFO[b] = 1
+for (let b = 0x41; b <= 0x5a; b++) IS_USERINFO[b] = 1
+for (let b = 0x61; b <= 0x7a; b++) IS_USERINFO[b] = 1
+for (const c of "-._~%!$&'()*+,;=:@") IS_USERINFO[c.charCodeAt(0)] = 1
+
+const COLON = 0x3a
+const SLASH = 0x2f
+const AT = 0x40
+
+// ---------------------------------------------------------------------------------------------
+// Fast byte search: Node's Buffer#indexOf is memchr-based; plain Uint8Array#indexOf elsewhere.
+// ---------------------------------------------------------------------------------------------
+
+type ByteIndexOf = (data: Uint8Array, byte: number, from: number) => number
+const NodeBuffer = (
+  globalThis as {
+    readonly Buffer?: {
+      from(buffer: ArrayBufferLike, byteOffset: number, length: number): Uint8Array
+      allocUnsafe(size: number): Uint8Array
+    }
   }
-  add(secret: string): void {
-    const v = secret.trim()
-    if (v.length === 0) return
-    if (v.length < this.minLength) {
-      this.skipped.push(`${v.length}-char value`)
+).Buffer
+/** A new array the caller fills completely (not zero-filled first where Node allows it). */
+const allocFilled: (size: number) => Uint8Array =
+  NodeBuffer === undefined
+    ? (size) => new Uint8Array(size)
+    : (size) => {
+        const b = NodeBuffer.allocUnsafe(size)
+        return new Uint8Array(b.buffer, b.byteOffset, size)
+      }
+/** A plain Uint8Array copy (a Buffer's `slice` would be a view). */
+const copyOf = (bytes: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(bytes.length)
+  out.set(bytes)
+  return out
+}
+const byteIndexOf: ByteIndexOf =
+  NodeBuffer === undefined
+    ? (data, byte, from) => data.indexOf(byte, from)
+    : (data, byte, from) =>
+        data.length < 256
+          ? data.indexOf(byte, from)
+          : NodeBuffer.from(data.buffer, data.byteOffset, data.length).indexOf(byte, from)
+
+// ---------------------------------------------------------------------------------------------
+// Forms of a value
+// ---------------------------------------------------------------------------------------------
+
+const B64_STD = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+const B64_URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+/**
+ * The base64 characters fully determined by `bytes` when they are preceded by `offset` (0, 1 or 2)
+ * other bytes and followed by anything: the characters mixing in neighbouring bits and the padding
+ * are left out.
+ */
+const base64Core = (bytes: Uint8Array, offset: number, alphabet: string): string => {
+  const totalBits = (offset + bytes.length) * 8
+  const first = Math.ceil((offset * 8) / 6)
+  const last = Math.floor(totalBits / 6) // exclusive
+  let out = ""
+  for (let c = first; c < last; c++) {
+    const bit = c * 6 - offset * 8 // bit index inside `bytes`, >= 0
+    const byte = bit >> 3
+    const shift = bit & 7
+    const hi = bytes[byte] ?? 0
+    const lo = bytes[byte + 1] ?? 0
+    const v = (((hi << 8) | lo) >> (10 - shift)) & 0x3f
+    out += alphabet[v]
+  }
+  return out
+}
+
+const hex2 = (n: number): string => n.toString(16).padStart(2, "0")
+const hex4 = (n: number): string => n.toString(16).padStart(4, "0")
+
+/** Go's strconv.Quote without the surrounding quotes (Buildkite's `%q` form). */
+const goQuoteInner = (v: string): string => {
+  let out = ""
+  for (const ch of v) {
+    const cp = ch.codePointAt(0) ?? 0
+    switch (ch) {
+      case '"':
+        out += '\\"'
+        continue
+      case "\\":
+        out += "\\\\"
+        continue
+      case "\x07":
+        out += "\\a"
+        continue
+      case "\b":
+        out += "\\b"
+        continue
+      case "\f":
+        out += "\\f"
+        continue
+      case "\n":
+        out += "\\n"
+        continue
+      case "\r":
+        out += "\\r"
+        continue
+      case "\t":
+        out += "\\t"
+        continue
+      case "\v":
+        out += "\\v"
+        continue
+    }
+    if (cp < 0x20 || cp === 0x7f) out += `\\x${hex2(cp)}`
+    else if (cp >= 0x80 && cp < 0xa0) out += `\\u${hex4(cp)}`
+    else out += ch
+  }
+  return out
+}
+
+/** JSON string escaping with every non-ASCII character as `\uXXXX` (Python's json.dumps default). */
+const jsonAsciiInner = (v: string): string => {
+  const s = JSON.stringify(v).slice(1, -1)
+  let out = ""
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    out += c < 0x80 ? s[i] : `\\u${hex4(c)}`
+  }
+  return out
+}
+
+/** bash's `$'...'` quoting (printed by `set -x` for values with control characters), inner part. */
+const ansiCQuoteInner = (v: string): string => {
+  let out = ""
+  for (const ch of v) {
+    const cp = ch.codePointAt(0) ?? 0
+    if (ch === "\\") out += "\\\\"
+    else if (ch === "'") out += "\\'"
+    else if (ch === "\n") out += "\\n"
+    else if (ch === "\t") out += "\\t"
+    else if (ch === "\r") out += "\\r"
+    else if (cp < 0x20 || cp === 0x7f) out += `\\${cp.toString(8).padStart(3, "0")}`
+    else out += ch
+  }
+  return out
+}
+
+const xmlEscape = (v: string, apos: string, quot: boolean): string => {
+  let out = v.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+  if (quot) out = out.replace(/"/g, "&quot;")
+  if (apos !== "'") out = out.replace(/'/g, apos)
+  return out
+}
+
+const formUrlEncode = (v: string): string => new URLSearchParams([["", v]]).toString().slice(1)
+
+/** Every text form of a value that is worth searching for (unfiltered, may repeat). */
+const textForms = (value: string): Array<string> => {
+  const forms = [value]
+  const bytes = encoder.encode(value)
+  for (const alphabet of [B64_STD, B64_URL]) {
+    for (const offset of [0, 1, 2]) forms.push(base64Core(bytes, offset, alphabet))
+  }
+  forms.push(
+    encodeURIComponent(value),
+    formUrlEncode(value),
+    JSON.stringify(value).slice(1, -1),
+    jsonAsciiInner(value),
+    JSON.stringify(value).slice(1, -1).replace(/\//g, "\\/"),
+    xmlEscape(value, "&apos;", true),
+    xmlEscape(value, "&#39;", true),
+    xmlEscape(value, "'", false),
+    value.replace(/"/g, '\\"'),
+    value.replace(/'/g, "''"),
+    goQuoteInner(value),
+    value.replace(/'/g, "'\\''"),
+    ansiCQuoteInner(value)
+  )
+  // Actions: a value wrapped in double quotes is also masked without them.
+  if (value.length > 2 && value.startsWith('"') && value.endsWith('"')) forms.push(value.slice(1, -1).trim())
+  return forms
+}
+
+const codePoints = (s: string): number => {
+  let n = 0
+  for (const _ of s) n++
+  return n
+}
+
+/** Lines of a value: split on CR, LF or CRLF, each trimmed, blank ones dropped. */
+const linesOf = (value: string): Array<string> =>
+  value
+    .split(/\r\n|\r|\n/)
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0)
+
+// ---------------------------------------------------------------------------------------------
+// Patterns and the matcher
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A pattern is a sequence of literal byte segments. Between two segments any run of 1 to
+ * MAX_WHITESPACE_RUN whitespace bytes matches (a line break of a multi-line value). Segments start
+ * and end with non-whitespace, so a match is determined by its first byte.
+ */
+interface Pattern {
+  readonly segs: ReadonlyArray<Uint8Array>
+  /** Index of the longest segment: the one the fast filter looks for. */
+  readonly anchor: number
+  /** The most bytes a match can cover. */
+  readonly span: number
+}
+
+const makePattern = (segs: ReadonlyArray<Uint8Array>): Pattern => {
+  let anchor = 0
+  let span = 0
+  segs.forEach((s, i) => {
+    span += s.length
+    if (s.length > (segs[anchor]?.length ?? 0)) anchor = i
+  })
+  span += (segs.length - 1) * MAX_WHITESPACE_RUN
+  return { segs, anchor, span }
+}
+
+const FAIL = -1
+const PARTIAL = -2
+
+/**
+ * Matches `p` forward from `start`: the end of the match, FAIL, or PARTIAL when the data ran out
+ * while the match was still possible.
+ */
+const matchForward = (p: Pattern, data: Uint8Array, start: number, end: number): number => {
+  let i = start
+  const segs = p.segs
+  for (let k = 0; k < segs.length; k++) {
+    if (k > 0) {
+      let g = 0
+      while (i < end && IS_WS[data[i]!] === 1) {
+        i++
+        if (++g > MAX_WHITESPACE_RUN) return FAIL
+      }
+      if (i >= end) return PARTIAL
+      if (g === 0) return FAIL
+    }
+    const s = segs[k]!
+    const n = s.length
+    for (let j = 0; j < n; j++, i++) {
+      if (i >= end) return PARTIAL
+      if (data[i] !== s[j]) return FAIL
+    }
+  }
+  return i
+}
+
+/** Wu-Manber block size and hash. */
+const BLOCK = 3
+const HASH_BITS = 16
+const HASH_MASK = (1 << HASH_BITS) - 1
+const hash3 = (a: number, b: number, c: number): number => ((a << 10) ^ (b << 3) ^ c) & HASH_MASK
+
+/** Sorted, merged ranges are collected here as [start, end) pairs. */
+type Ranges = Array<number>
+
+/**
+ * An immutable search structure over a set of patterns. Matches are found with a Wu-Manber
+ * multi-pattern filter over the anchor segments (3-byte blocks, so a window of `m` bytes is skipped
+ * when its last block appears in no anchor), each candidate verified byte by byte, forward and
+ * backward through the whitespace gaps of multi-line patterns.
+ */
+class Matcher {
+  readonly patterns: ReadonlyArray<Pattern>
+  /** Longest span of any pattern (0 when none). */
+  readonly maxSpan: number
+  /** Shortest anchor, capped at 255: the Wu-Manber window. */
+  private readonly m: number
+  private readonly shift: Uint8Array | undefined
+  private readonly buckets: Array<Array<number> | undefined>
+  /** Patterns by the first byte of their first segment. */
+  private readonly byFirst: Array<Array<number> | undefined>
+
+  constructor(patterns: ReadonlyArray<Pattern>) {
+    this.patterns = patterns
+    this.maxSpan = patterns.reduce((m, p) => Math.max(m, p.span), 0)
+    this.byFirst = new Array(256)
+    patterns.forEach((p, id) => {
+      const b = p.segs[0]![0]!
+      const list = this.byFirst[b] ?? []
+      list.push(id)
+      this.byFirst[b] = list
+    })
+    const minAnchor = patterns.reduce((m, p) => Math.min(m, p.segs[p.anchor]!.length), Number.POSITIVE_INFINITY)
+    this.m = Math.min(minAnchor, 255)
+    this.buckets = []
+    if (patterns.length > 0 && this.m >= BLOCK) {
+      const m = this.m
+      const shift = new Uint8Array(HASH_MASK + 1).fill(m - BLOCK + 1)
+      this.buckets = new Array(HASH_MASK + 1)
+      patterns.forEach((p, id) => {
+        const a = p.segs[p.anchor]!
+        for (let j = BLOCK - 1; j < m; j++) {
+          const h = hash3(a[j - 2]!, a[j - 1]!, a[j]!)
+          const s = m - 1 - j
+          if (s < shift[h]!) shift[h] = s
+          if (s === 0) {
+            const bucket = this.buckets[h] ?? []
+            bucket.push(id)
+            this.buckets[h] = bucket
+          }
+        }
+      })
+      this.shift = shift
+    } else {
+      this.shift = undefined
+    }
+  }
+
+  /** Appends the [start, end) of every complete match inside data[0, end) to `out`. */
+  findAll(data: Uint8Array, end: number, out: Ranges): void {
+    if (this.patterns.length === 0) return
+    const shift = this.shift
+    if (shift === undefined) {
+      this.findAllSlow(data, end, out)
       return
     }
-    this.secrets.push(v)
+    const m = this.m
+    const buckets = this.buckets
+    let i = m - 1
+    while (i < end) {
+      const h = hash3(data[i - 2]!, data[i - 1]!, data[i]!)
+      const s = shift[h]!
+      if (s !== 0) {
+        i += s
+        continue
+      }
+      const bucket = buckets[h]!
+      const st = i - m + 1
+      for (let b = 0; b < bucket.length; b++) this.verify(bucket[b]!, data, st, end, out)
+      i++
+    }
   }
-  maskString(text: string): string {
-    let out = text
-    for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) out = out.split(s).join(MASK)
-    return out
-  }
-  state(): MaskingState {
-    let held = ""
-    const dec = new TextDecoder()
-    const enc = new TextEncoder()
-    const maxLen = Math.max(0, ...this.secrets.map((s) => s.length))
-    return {
-      push: (chunk) => {
-        const text = this.maskString(held + dec.decode(chunk, { stream: true }))
-        const keep = Math.min(text.length, Math.max(0, maxLen - 1))
-        held = text.slice(text.length - keep)
-        return enc.encode(text.slice(0, text.length - keep))
-      },
-      flush: () => {
-        const text = this.maskString(held + dec.decode())
-        held = ""
-        return enc.encode(text)
+
+  /** Used when some anchor is shorter than the Wu-Manber block (a minimum length below 3). */
+  private findAllSlow(data: Uint8Array, end: number, out: Ranges): void {
+    const byFirst = this.byFirst
+    for (let p = 0; p < end; p++) {
+      const list = byFirst[data[p]!]
+      if (list === undefined) continue
+      for (let k = 0; k < list.length; k++) {
+        const e = matchForward(this.patterns[list[k]!]!, data, p, end)
+        if (e >= 0) out.push(p, e)
       }
     }
   }
+
+  /** Verifies pattern `id` whose anchor segment would start at `st`. */
+  private verify(id: number, data: Uint8Array, st: number, end: number, out: Ranges): void {
+    const p = this.patterns[id]!
+    const segs = p.segs
+    const a = segs[p.anchor]!
+    const n = a.length
+    if (st + n > end) return
+    for (let j = 0; j < n; j++) if (data[st + j] !== a[j]) return
+    let e = st + n
+    // forward through the segments after the anchor
+    for (let k = p.anchor + 1; k < segs.length; k++) {
+      let g = 0
+      while (e < end && IS_WS[data[e]!] === 1) {
+        e++
+        if (++g > MAX_WHITESPACE_RUN) return
+      }
+      if (g === 0) return
+      const s = segs[k]!
+      if (e + s.length > end) return
+      for (let j = 0; j < s.length; j++, e++) if (data[e] !== s[j]) return
+    }
+    // backward through the segments before it
+    let b = st
+    for (let k = p.anchor - 1; k >= 0; k--) {
+      let g = 0
+      while (b > 0 && IS_WS[data[b - 1]!] === 1) {
+        b--
+        if (++g > MAX_WHITESPACE_RUN) return
+      }
+      if (g === 0) return
+      const s = segs[k]!
+      if (b - s.length < 0) return
+      b -= s.length
+      for (let j = 0; j < s.length; j++) if (data[b + j] !== s[j]) return
+    }
+    out.push(b, e)
+  }
+
+  /**
+   * The smallest position p >= from such that data[p, end) is a proper beginning of some pattern
+   * (a match that the next bytes may complete), or `end` when there is none.
+   */
+  partialStart(data: Uint8Array, end: number): number {
+    const byFirst = this.byFirst
+    const patterns = this.patterns
+    for (let p = Math.max(0, end - this.maxSpan + 1); p < end; p++) {
+      const list = byFirst[data[p]!]
+      if (list === undefined) continue
+      for (let k = 0; k < list.length; k++) {
+        const pat = patterns[list[k]!]!
+        if (pat.span > end - p && matchForward(pat, data, p, end) === PARTIAL) return p
+      }
+    }
+    return end
+  }
 }
 
-/** Stream transform: masks every registered secret in a byte stream. */
+// ---------------------------------------------------------------------------------------------
+// URL credentials (a pattern rule, independent of registered values)
+// ---------------------------------------------------------------------------------------------
+
+/** True when data[q-2, q] is "://". */
+const isSchemeSep = (data: Uint8Array, q: number): boolean =>
+  q >= 2 && data[q] === SLASH && data[q - 1] === SLASH && data[q - 2] === COLON
+
+/**
+ * For every "@" in data[0, end): if it closes the userinfo of `scheme://user:password@`, the
+ * password range is appended to `out`.
+ */
+const findUrlCredentials = (data: Uint8Array, end: number, out: Ranges): void => {
+  let at = byteIndexOf(data, AT, 0)
+  while (at !== -1 && at < end) {
+    // scan back over userinfo bytes to the "//" of "://"
+    const limit = Math.max(0, at - MAX_URL_USERINFO - 1)
+    let q = at - 1
+    while (q >= limit && IS_USERINFO[data[q]!] === 1) q--
+    if (q >= 0 && at - q - 1 <= MAX_URL_USERINFO && isSchemeSep(data, q)) {
+      let colon = q + 1
+      while (colon < at && data[colon] !== COLON) colon++
+      if (colon + 1 < at) out.push(colon + 1, at)
+    }
+    at = byteIndexOf(data, AT, at + 1)
+  }
+}
+
+/**
+ * Where a URL whose userinfo is still arriving begins at the end of data[0, end) (its "://", or a
+ * trailing ":" / ":/"), or `end`.
+ */
+const urlPartialStart = (data: Uint8Array, end: number): number => {
+  const limit = Math.max(0, end - MAX_URL_USERINFO - 1)
+  let q = end - 1
+  while (q >= limit && IS_USERINFO[data[q]!] === 1) q--
+  if (q >= 0 && end - q - 1 <= MAX_URL_USERINFO && isSchemeSep(data, q)) return q - 2
+  if (end >= 2 && data[end - 2] === COLON && data[end - 1] === SLASH) return end - 2
+  if (end >= 1 && data[end - 1] === COLON) return end - 1
+  return end
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range merging and output
+// ---------------------------------------------------------------------------------------------
+
+/** Sorts [start, end) pairs by start and merges overlapping or touching ones, in place. */
+const mergeRanges = (r: Ranges): Ranges => {
+  const n = r.length / 2
+  if (n <= 1) return r
+  let sorted = true
+  for (let i = 1; i < n; i++) {
+    if (r[2 * i]! < r[2 * i - 2]!) {
+      sorted = false
+      break
+    }
+  }
+  let pairs = r
+  if (!sorted) {
+    const idx = Array.from({ length: n }, (_, i) => i).sort((x, y) => r[2 * x]! - r[2 * y]!)
+    pairs = []
+    for (const i of idx) pairs.push(r[2 * i]!, r[2 * i + 1]!)
+  }
+  const out: Ranges = [pairs[0]!, pairs[1]!]
+  for (let i = 1; i < n; i++) {
+    const s = pairs[2 * i]!
+    const e = pairs[2 * i + 1]!
+    const last = out.length - 1
+    if (s <= out[last]!) {
+      if (e > out[last]!) out[last] = e
+    } else out.push(s, e)
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The masker
+// ---------------------------------------------------------------------------------------------
+
+/** Reads a masker's current matcher (set by the class's static block; the field stays private). */
+let matcherOf: (masker: SecretMasker) => Matcher = () => new Matcher([])
+
+/** Counts of what a masker registered (never the values). */
+export interface SecretMaskerStats {
+  /** Values registered (each with its forms). */
+  readonly values: number
+  /** Distinct byte patterns searched for (all forms, lines and multi-line patterns). */
+  readonly patterns: number
+  /** The most bytes one stream can hold back between two pushes. */
+  readonly maxHoldBytes: number
+}
+
+/**
+ * Masks registered secret values (and credentials in URLs) in byte streams and strings.
+ *
+ * `add` registers a value at any time; it applies to every byte pushed afterwards (and to bytes a
+ * stream is still holding back). The values themselves are kept only as search patterns in private
+ * fields: printing or serialising the masker shows counts, never values.
+ */
+export class SecretMasker {
+  /** What was not registered and why (never the value itself). */
+  readonly skipped: Array<string> = []
+  readonly minLength: number
+  readonly maskUrlCredentials: boolean
+  #values = 0
+  #added = 0
+  #keys = new Set<string>()
+  #patterns: Array<Pattern> = []
+  /** Built lazily from #patterns on first use after a change; immutable once built. */
+  #matcher: Matcher | undefined = undefined
+
+  constructor(secrets: Iterable<string> = [], options: SecretMaskerOptions = {}) {
+    const min = options.minLength ?? 3
+    if (!Number.isInteger(min) || min < 1) throw new RangeError(`SecretMasker: minLength must be an integer >= 1`)
+    this.minLength = min
+    this.maskUrlCredentials = options.maskUrlCredentials ?? true
+    this.#register(secrets, undefined)
+  }
+
+  /**
+   * Registers a secret value (trimmed) with all its forms. `name` (for example the environment
+   * variable's name) only labels the report when the value is skipped. Returns true when the value
+   * was registered, false when it was skipped (see `skipped`).
+   */
+  add(secret: string, name?: string): boolean {
+    return this.#register([secret], name)
+  }
+
+  /** Registers several values at once (one rebuild of the search structure). */
+  addAll(secrets: Iterable<string>): void {
+    this.#register(secrets, undefined)
+  }
+
+  get stats(): SecretMaskerStats {
+    return { values: this.#values, patterns: this.#patterns.length, maxHoldBytes: this.maxHoldBytes }
+  }
+
+  /** The most bytes a `MaskingState` can hold back after a push. */
+  get maxHoldBytes(): number {
+    const urls = this.maskUrlCredentials ? MAX_URL_USERINFO + 3 : 0
+    return Math.max(0, matcherOf(this).maxSpan - 1, urls)
+  }
+
+  #register(secrets: Iterable<string>, name: string | undefined): boolean {
+    let changed = false
+    let all = true
+    for (const secret of secrets) {
+      const n = ++this.#added
+      const label = name ?? `secret #${n}`
+      const value = secret.trim()
+      if (value.length === 0) {
+        this.skipped.push(`${label}: empty after trimming, not registered`)
+        all = false
+        continue
+      }
+      const length = codePoints(value)
+      if (length < this.minLength) {
+        this.skipped.push(`${label}: ${length} characters, shorter than the minimum length ${this.minLength}`)
+        all = false
+        continue
+      }
+      this.#values++
+      for (const form of textForms(value)) changed = this.#addLiteral(form) || changed
+      const lines = linesOf(value)
+      if (lines.length > 1) {
+        changed = this.#addPattern(lines.map((l) => encoder.encode(l))) || changed
+        for (const line of lines) changed = this.#addLiteral(line) || changed
+      }
+    }
+    if (changed) this.#matcher = undefined
+    return all
+  }
+
+  #addLiteral(form: string): boolean {
+    const f = form.trim()
+    if (f.length === 0 || codePoints(f) < this.minLength) return false
+    return this.#addPattern([encoder.encode(f)])
+  }
+
+  #addPattern(segs: Array<Uint8Array>): boolean {
+    const key = segs.map((s) => decoder.decode(s)).join("\u0000")
+    if (this.#keys.has(key)) return false
+    this.#keys.add(key)
+    this.#patterns.push(makePattern(segs))
+    return true
+  }
+
+  /** Masks a whole string at once (error messages, records, anything printed or stored). */
+  maskString(text: string): string {
+    if (text.length === 0) return text
+    const state = this.state()
+    const a = state.push(encoder.encode(text))
+    const b = state.flush()
+    if (b.length === 0) return decoder.decode(a)
+    const all = new Uint8Array(a.length + b.length)
+    all.set(a)
+    all.set(b, a.length)
+    return decoder.decode(all)
+  }
+
+  /** Masks a whole byte array at once. */
+  maskBytes(bytes: Uint8Array): Uint8Array {
+    const state = this.state()
+    const a = state.push(bytes)
+    const b = state.flush()
+    if (b.length === 0) return a
+    const all = new Uint8Array(a.length + b.length)
+    all.set(a)
+    all.set(b, a.length)
+    return all
+  }
+
+  /** A new per-stream state (give stdout and stderr one each). */
+  state(): MaskingState {
+    return new StreamState(this)
+  }
+
+  static {
+    matcherOf = (masker) => {
+      if (masker.#matcher === undefined) masker.#matcher = new Matcher(masker.#patterns)
+      return masker.#matcher
+    }
+  }
+
+  /**
+   * A new masker with the same values, options and search structure (shared, not rebuilt). Values
+   * added to either afterwards apply to that one only: for example one masker per job forked from
+   * one holding the runner's global secrets.
+   */
+  fork(): SecretMasker {
+    const copy = new SecretMasker([], { minLength: this.minLength, maskUrlCredentials: this.maskUrlCredentials })
+    copy.skipped.push(...this.skipped)
+    copy.#values = this.#values
+    copy.#added = this.#added
+    copy.#keys = new Set(this.#keys)
+    copy.#patterns = this.#patterns.slice()
+    copy.#matcher = this.#matcher
+    return copy
+  }
+
+  toString(): string {
+    return `SecretMasker(${this.#values} values, ${this.#patterns.length} patterns)`
+  }
+
+  toJSON(): unknown {
+    return { _id: "SecretMasker", values: this.#values, patterns: this.#patterns.length, skipped: this.skipped }
+  }
+
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toString()
+  }
+}
+
+class StreamState implements MaskingState {
+  readonly #masker: SecretMasker
+  /** Bytes received but not released yet. */
+  #pending: Uint8Array = EMPTY
+  /**
+   * -1: the released output did not end inside a masked range. k >= 0: the last released `***`
+   * covers the first k pending bytes (k = 0: it ended exactly at the boundary, so a range starting
+   * at the first pending byte continues it).
+   */
+  #carry = -1
+  #scratch: Uint8Array = EMPTY
+
+  constructor(masker: SecretMasker) {
+    this.#masker = masker
+  }
+
+  push(chunk: Uint8Array): Uint8Array {
+    if (chunk.length === 0) return EMPTY
+    const pending = this.#pending
+    if (pending.length === 0) return this.#process(chunk, false, false)
+    // held bytes + the new chunk, in a scratch buffer this state reuses (never handed out)
+    const total = pending.length + chunk.length
+    if (this.#scratch.length < total) this.#scratch = new Uint8Array(Math.max(total, this.#scratch.length * 2))
+    const data = this.#scratch.subarray(0, total)
+    data.set(pending)
+    data.set(chunk, pending.length)
+    return this.#process(data, false, true)
+  }
+
+  flush(): Uint8Array {
+    const data = this.#pending
+    if (data.length === 0) {
+      this.#carry = -1
+      return EMPTY
+    }
+    return this.#process(data, true, false)
+  }
+
+  /** `scratch`: data lives in the reusable scratch buffer, so output must be copied out of it. */
+  #process(data: Uint8Array, final: boolean, scratch: boolean): Uint8Array {
+    const masker = this.#masker
+    const matcher = matcherOf(masker)
+    const end = data.length
+    const found: Ranges = []
+    matcher.findAll(data, end, found)
+    if (masker.maskUrlCredentials) findUrlCredentials(data, end, found)
+    let release = end
+    if (!final) {
+      release = matcher.partialStart(data, end)
+      if (masker.maskUrlCredentials) release = Math.min(release, urlPartialStart(data, end))
+    }
+    const carry = this.#carry
+    if (carry >= 0) found.push(0, carry)
+    const ranges = mergeRanges(found)
+
+    let out: Uint8Array
+    let newCarry = -1
+    if (ranges.length === 0 || ranges[0]! >= release) {
+      if (!scratch) out = data.subarray(0, release)
+      else {
+        out = allocFilled(release)
+        out.set(data.subarray(0, release))
+      }
+      // nothing released from a range: a carried range stays carried
+      if (release === 0) newCarry = carry
+    } else {
+      // compute the output size, then copy
+      const n = ranges.length
+      let size = 0
+      let pos = 0
+      for (let i = 0; i < n; i += 2) {
+        const s = ranges[i]!
+        if (s >= release) break
+        const e = ranges[i + 1]!
+        size += s - pos
+        if (!(carry >= 0 && s === 0)) size += MASK_BYTES.length
+        pos = Math.min(e, release)
+      }
+      size += release - pos
+      out = allocFilled(size)
+      let o = 0
+      pos = 0
+      for (let i = 0; i < n; i += 2) {
+        const s = ranges[i]!
+        if (s >= release) break
+        const e = ranges[i + 1]!
+        out.set(data.subarray(pos, s), o)
+        o += s - pos
+        if (!(carry >= 0 && s === 0)) {
+          out.set(MASK_BYTES, o)
+          o += MASK_BYTES.length
+        }
+        pos = Math.min(e, release)
+        newCarry = e >= release ? e - release : -1
+      }
+      out.set(data.subarray(pos, release), o)
+    }
+    if (final) {
+      this.#pending = EMPTY
+      this.#carry = -1
+    } else {
+      this.#pending = release === end ? EMPTY : copyOf(data.subarray(release))
+      this.#carry = newCarry
+    }
+    return out
+  }
+}
+
+/** Stream transform: masks every registered secret in a byte stream (one state per stream). */
 export const maskStream =
   (masker: SecretMasker) =>
   <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Uint8Array, E, R> =>

@@ -1,0 +1,153 @@
+/**
+ * `pnpm bench:masker`: MB/s through the SecretMasker with 20 registered secrets (16 to 64
+ * characters) over ~64 MiB of generated log text in 64 KiB chunks, against the same chunks through
+ * the same pipeline without the masking step, measured in the same run.
+ *
+ * Pipeline (both systems): Stream.fromIterable(chunks) → [maskStream(masker)] → streaming UTF-8
+ * decode (TextDecoder, as the Runner does to build output events) → fold the character count.
+ * Each system runs ROUNDS times, interleaved; the best round of each is reported.
+ */
+import { Effect, Stream } from "effect"
+import { MASK, maskStream, SecretMasker } from "../src/SecretMasker.ts"
+
+const TOTAL_BYTES = 64 * 1024 * 1024
+const CHUNK = 64 * 1024
+const SECRETS = 20
+const ROUNDS = 5
+
+/** xorshift32: deterministic input, so every run measures the same bytes. */
+const rng = (seed: number) => {
+  let s = seed >>> 0 || 1
+  return (): number => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s / 4294967296
+  }
+}
+const random = rng(20261123)
+const pick = <A>(xs: ArrayLike<A>): A => xs[Math.floor(random() * xs.length)]!
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+const SYMBOLS = `${ALNUM}+/=_-.@!#%&"'<>`
+const makeSecret = (i: number): string => {
+  const length = 16 + Math.floor(random() * 49)
+  const prefix = ["ghp_", "xoxb-", "AKIA", "sk-", "", "", "", ""][i % 8]!
+  const alphabet = i % 3 === 0 ? SYMBOLS : ALNUM
+  let s = prefix
+  while (s.length < length) s += pick(alphabet)
+  return s
+}
+const secrets = Array.from({ length: SECRETS }, (_, i) => makeSecret(i))
+
+const WORDS = (
+  "the of and to in is was build step run test compile link install fetch download package module error " +
+  "warning info debug cache hit miss docker image layer pull push git clone checkout commit branch origin main " +
+  "node npm pnpm vitest passed failed skipped duration ms seconds resolving dependencies done added removed"
+).split(" ")
+const b64 = (s: string): string => btoa(String.fromCharCode(...new TextEncoder().encode(s)))
+
+const makeLine = (n: number): string => {
+  const t = `2026-11-23T14:${String(n % 60).padStart(2, "0")}:${String((n >> 6) % 60).padStart(2, "0")}.${String(n % 1000).padStart(3, "0")}Z`
+  let line = `${t} [${pick(["INFO", "WARN", "DEBUG", "INFO"])}] `
+  const words = 5 + Math.floor(random() * 12)
+  for (let j = 0; j < words; j++) line += `${pick(WORDS)} `
+  if (n % 7 === 0) line += `/home/runner/work/repo/src/module${n % 97}/file${n % 13}.ts:${n % 400} `
+  if (n % 11 === 0)
+    line += `sha ${Math.floor(random() * 2 ** 32).toString(16)}${Math.floor(random() * 2 ** 32).toString(16)} `
+  if (n % 13 === 0) line += `npm http fetch GET 200 https://registry.npmjs.org/@effect%2fvitest 41ms `
+  if (n % 29 === 0) line += `author: dev${n % 50}@example.com `
+  if (n % 500 === 0) line += `token=${secrets[n % SECRETS]} `
+  if (n % 1500 === 0) line += `Authorization: Basic ${b64(`user:${secrets[(n >> 1) % SECRETS]}`)} `
+  if (n % 2000 === 0) line += `remote: https://x-access-token:${secrets[(n >> 2) % SECRETS]}@github.com/o/r.git `
+  return `${line}\n`
+}
+
+const makeLog = (): Uint8Array => {
+  const out = new Uint8Array(TOTAL_BYTES)
+  const encoder = new TextEncoder()
+  let filled = 0
+  let n = 0
+  while (filled < TOTAL_BYTES) {
+    const { written } = encoder.encodeInto(makeLine(++n), out.subarray(filled))
+    if (written === 0) break
+    filled += written
+  }
+  return out.subarray(0, filled)
+}
+
+const log = makeLog()
+const chunks: Array<Uint8Array> = []
+for (let i = 0; i < log.length; i += CHUNK) chunks.push(log.subarray(i, Math.min(log.length, i + CHUNK)))
+const masker = new SecretMasker(secrets)
+
+const decodeAll = <E, R>(stream: Stream.Stream<Uint8Array, E, R>) =>
+  Effect.suspend(() => {
+    const decoder = new TextDecoder()
+    return stream.pipe(
+      Stream.map((bytes) => decoder.decode(bytes, { stream: true })),
+      Stream.runFold(
+        () => 0,
+        (n, text: string) => n + text.length
+      )
+    )
+  })
+
+const unmasked = decodeAll(Stream.fromIterable(chunks))
+const masked = decodeAll(Stream.fromIterable(chunks).pipe(maskStream(masker)))
+
+const timeIt = (effect: Effect.Effect<number>): { readonly ms: number; readonly chars: number } => {
+  const start = performance.now()
+  const chars = Effect.runSync(effect)
+  return { ms: performance.now() - start, chars }
+}
+
+// Correctness check outside the timed runs: no secret survives, the masks are there.
+const check = (): number => {
+  const text = new TextDecoder().decode(masker.maskBytes(log))
+  for (const s of secrets) if (text.includes(s)) throw new Error("masker bench: a secret survived masking")
+  let masks = 0
+  for (let i = text.indexOf(MASK); i !== -1; i = text.indexOf(MASK, i + 1)) masks++
+  return masks
+}
+const masks = check()
+
+// warm-up, then interleaved rounds
+timeIt(unmasked)
+timeIt(masked)
+let bestUnmasked = Number.POSITIVE_INFINITY
+let bestMasked = Number.POSITIVE_INFINITY
+for (let r = 0; r < ROUNDS; r++) {
+  bestUnmasked = Math.min(bestUnmasked, timeIt(unmasked).ms)
+  bestMasked = Math.min(bestMasked, timeIt(masked).ms)
+}
+
+const mb = log.length / 1e6
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d
+const maskedMbPerSec = mb / (bestMasked / 1000)
+const unmaskedMbPerSec = mb / (bestUnmasked / 1000)
+const common = { bytes: log.length, chunkBytes: CHUNK, rounds: ROUNDS }
+console.log(
+  JSON.stringify({
+    bench: "masker",
+    system: "runlane-masker",
+    ...common,
+    secrets: SECRETS,
+    patterns: masker.stats.patterns,
+    masks,
+    ms: round(bestMasked),
+    mbPerSec: round(maskedMbPerSec),
+    ratio: round(maskedMbPerSec / unmaskedMbPerSec, 3)
+  })
+)
+console.log(
+  JSON.stringify({
+    bench: "masker",
+    system: "unmasked",
+    ...common,
+    ms: round(bestUnmasked),
+    mbPerSec: round(unmaskedMbPerSec)
+  })
+)
