@@ -42,12 +42,14 @@ const migrations: ReadonlyArray<{
          AS $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$`,
       // The queue. `state` is ready | inflight | dead; "delayed" is a ready row whose run_at
       // is still in the future. `attempts` counts deliveries that ended in failure or expiry.
+      // `seq` is the key (cheap, append-only btree) and FIFO order; a lease token is
+      // `<seq>.<uuid>`, so acks find rows through the primary key and tokens need no index.
       `CREATE TABLE {s}.jobs (
-         id text PRIMARY KEY,
+         seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         id text NOT NULL,
          queue text NOT NULL,
          state text NOT NULL CHECK (state IN ('ready', 'inflight', 'dead')),
          priority integer NOT NULL DEFAULT 0,
-         seq bigint GENERATED ALWAYS AS IDENTITY,
          run_at bigint NOT NULL,
          attempts integer NOT NULL DEFAULT 0,
          max_attempts integer NOT NULL,
@@ -61,7 +63,6 @@ const migrations: ReadonlyArray<{
       `CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, run_at, seq) WHERE state = 'ready'`,
       `CREATE INDEX jobs_inflight ON {s}.jobs (queue, lease_expires_at) WHERE state = 'inflight'`,
       `CREATE INDEX jobs_dead ON {s}.jobs (queue, updated_at DESC) WHERE state = 'dead'`,
-      `CREATE UNIQUE INDEX jobs_token ON {s}.jobs (token) WHERE token IS NOT NULL`,
       // Idempotency keys outlive the jobs they created (acked jobs are deleted).
       `CREATE TABLE {s}.requests (
          queue text NOT NULL,

@@ -16,6 +16,7 @@ import {
   toJobSpec
 } from "@runlane/core"
 import { Deferred, Effect, Exit, Layer, Queue, Result, Schedule, Schema } from "effect"
+import * as Reactivity from "effect/reactivity/Reactivity"
 import { makeBatcher } from "./Batcher.ts"
 import { channelFor, DEFAULT_SCHEMA, migrate, validateSchemaName } from "./Migrations.ts"
 
@@ -46,11 +47,42 @@ export interface PostgresQueueConfig {
   readonly sweepIntervalMs?: number
   /** While the LISTEN connection is down, long-polling takes re-check this often (default 500 ms). */
   readonly listenDownPollMs?: number
+  /**
+   * Read-ahead of leases (default off). With `size` > a take's `max`, one query leases up to
+   * `size` jobs, the take gets its `max` and the rest wait in this process for the next takes;
+   * when fewer than half remain, the next chunk is fetched in the background while jobs run.
+   * Costs: leases held here are not available to other processes, a job enqueued later with a
+   * higher priority waits until the buffer drains, and a crash leaves them to expire (counted
+   * as an attempt). Leases that get within `minRemainingMs` of expiry in the buffer, or are
+   * still there when the layer closes, are released (not counted).
+   */
+  readonly prefetch?: { readonly size: number; readonly minRemainingMs?: number }
+  /**
+   * Commit lease changes (take, ack, nack, extend, recover) durably (default false: they use a
+   * second pool with `synchronous_commit = off`). Enqueues are always durable. A PostgreSQL crash
+   * can at worst undo the last fraction of a second of lease changes, which re-delivers those
+   * jobs: at-least-once delivery holds either way.
+   */
+  readonly durableLeaseCommits?: boolean
   /** Forget request ids (idempotency keys) older than this (default 24 h, as the memory queue). */
   readonly idempotencyTtlMs?: number
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** A lease token is `<seq>.<uuid>`: the row's key and a random nonce that changes at every delivery. */
+const TOKEN = /^([1-9][0-9]{0,18})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/
+
+interface ParsedToken {
+  readonly text: string
+  readonly seq: bigint
+  readonly uuid: string
+}
+
+const parseToken = (token: string): ParsedToken | undefined => {
+  const match = TOKEN.exec(token)
+  if (match === null) return undefined
+  const seq = BigInt(match[1] as string)
+  return seq > 9223372036854775807n ? undefined : { text: token, seq, uuid: match[2] as string }
+}
 
 const toQueueError =
   (what: string) =>
@@ -76,7 +108,6 @@ const parseSpec = (raw: string): JobSpec | undefined => {
 }
 
 interface TakenRow {
-  readonly id: string
   readonly spec: string
   readonly token: string
   readonly attempts: number
@@ -103,6 +134,17 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const channel = channelFor(s)
     const sweepIntervalMs = config.sweepIntervalMs ?? 1000
     const listenDownPollMs = config.listenDownPollMs ?? 500
+    // Lease changes (take, ack, nack, extend, sweep) may commit without waiting for the WAL
+    // flush: a crash can only undo them, which returns jobs to the queue (at-least-once holds).
+    const lease: PgClient.PgClient =
+      config.durableLeaseCommits === true
+        ? sql
+        : yield* PgClient.make({
+            ...sql.config,
+            startupParameters: { ...sql.config.startupParameters, synchronous_commit: "off" },
+            // One connection per statement: a 1,000-row read-ahead never delays an ack behind it.
+            multiplex: false
+          }).pipe(Effect.provide(Reactivity.layer), Effect.mapError(toQueueError("cannot connect")))
     const idempotencyTtlMs = config.idempotencyTtlMs ?? 24 * 60 * 60 * 1000
 
     // ---- wake-ups: LISTEN on one connection, fan out to waiting takes by queue name ----
@@ -177,7 +219,6 @@ export const make = (config: PostgresQueueConfig = {}) =>
         SELECT id, queue, 'ready', priority, ${s}.now_ms() + delay_ms, max_attempts, ${s}.now_ms(), spec
         FROM input WHERE request_id IS NULL OR id IN (SELECT job_id FROM req)
         ORDER BY ord
-        ON CONFLICT (id) DO NOTHING
         RETURNING id, queue
       ),
       notified AS (SELECT pg_notify($8, q) FROM (SELECT DISTINCT queue AS q FROM ins) d)
@@ -276,7 +317,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
     // ---- leases ----
     const takeStatement = `
       WITH picked AS (
-        SELECT id FROM ${s}.jobs
+        SELECT ctid FROM ${s}.jobs
         WHERE queue = $1 AND state = 'ready' AND run_at <= ${s}.now_ms()
         ORDER BY priority DESC, run_at, seq
         LIMIT $2
@@ -284,13 +325,13 @@ export const make = (config: PostgresQueueConfig = {}) =>
       )
       UPDATE ${s}.jobs j
       SET state = 'inflight', token = gen_random_uuid(), lease_expires_at = ${s}.now_ms() + $3, consumer = $4
-      FROM picked WHERE j.id = picked.id
-      RETURNING j.id, j.spec, j.token::text AS token, j.attempts, j.lease_expires_at::float8 AS expires,
+      FROM picked WHERE j.ctid = picked.ctid
+      RETURNING j.spec, j.seq::text || '.' || j.token::text AS token, j.attempts, j.lease_expires_at::float8 AS expires,
                 j.priority, j.run_at::float8 AS run_at, j.seq::float8 AS seq`
 
     const sweepStatement = `
       WITH expired AS (
-        SELECT id FROM ${s}.jobs
+        SELECT ctid FROM ${s}.jobs
         WHERE queue = $1 AND state = 'inflight' AND lease_expires_at <= ${s}.now_ms()
         FOR UPDATE SKIP LOCKED
       ),
@@ -298,7 +339,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
         UPDATE ${s}.jobs j
         SET attempts = j.attempts + 1, state = 'ready', reason = 'lease expired',
             token = NULL, lease_expires_at = NULL, consumer = NULL, updated_at = ${s}.now_ms()
-        FROM expired WHERE j.id = expired.id
+        FROM expired WHERE j.ctid = expired.ctid
         RETURNING j.state
       ),
       notified AS (SELECT pg_notify($2, $1) WHERE EXISTS (SELECT 1 FROM moved WHERE state = 'ready'))
@@ -306,7 +347,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
 
     const lastSweep = new Map<string, number>()
     const sweep = (queue: string): Effect.Effect<number, QueueError> =>
-      sql.unsafe<{ moved: number }>(sweepStatement, [queue, channel]).pipe(
+      lease.unsafe<{ moved: number }>(sweepStatement, [queue, channel]).pipe(
         Effect.map((rows) => {
           lastSweep.set(queue, Date.now())
           return rows[0]?.moved ?? 0
@@ -315,17 +356,17 @@ export const make = (config: PostgresQueueConfig = {}) =>
       )
 
     const deadLetterMalformed = (tokens: ReadonlyArray<string>) =>
-      sql
+      lease
         .unsafe(
           `UPDATE ${s}.jobs SET state = 'dead', reason = 'malformed job spec', token = NULL, lease_expires_at = NULL,
-                  updated_at = ${s}.now_ms() WHERE token = ANY($1::uuid[])`,
-          [tokens]
+                  updated_at = ${s}.now_ms() WHERE seq = ANY($1::int8[])`,
+          [tokens.map((token) => parseToken(token)?.seq ?? 0n)]
         )
         .pipe(Effect.mapError(toQueueError("take failed")))
 
     const takeOnce = (options: TakeOptions, max: number): Effect.Effect<Array<Lease>, QueueError> =>
       Effect.gen(function* () {
-        const rows = yield* sql
+        const rows = yield* lease
           .unsafe<TakenRow>(takeStatement, [options.queue, max, BigInt(options.visibilityMs), options.consumer ?? null])
           .pipe(Effect.mapError(toQueueError("take failed")))
         if (rows.length === 0) return []
@@ -358,7 +399,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
       return undefined
     }
 
-    const takeAvailable = (options: TakeOptions): Effect.Effect<Array<Lease>, QueueError> =>
+    const takeRaw = (options: TakeOptions): Effect.Effect<Array<Lease>, QueueError> =>
       Effect.gen(function* () {
         const due = Date.now() - (lastSweep.get(options.queue) ?? 0) >= sweepIntervalMs
         if (due) yield* sweep(options.queue)
@@ -370,6 +411,89 @@ export const make = (config: PostgresQueueConfig = {}) =>
         }
         return leases
       })
+
+    // ---- read-ahead buffers (config.prefetch), keyed by queue, visibility and consumer ----
+    const prefetchSize = Math.max(0, Math.floor(config.prefetch?.size ?? 0))
+    interface Buffer {
+      leases: Array<Lease>
+      fetching: Deferred.Deferred<void> | undefined
+    }
+    const buffers = new Map<string, Buffer>()
+    const layerScope = yield* Effect.scope
+
+    const releaseLeases = (leases: ReadonlyArray<Lease>) =>
+      Effect.forEach(leases, (lease) => Effect.ignore(nackRef.current(lease.token, { _tag: "release", delayMs: 0 })), {
+        concurrency: 8,
+        discard: true
+      })
+    const nackRef: {
+      current: (token: string, decision: NackDecision) => Effect.Effect<void, LeaseLost | QueueError>
+    } = { current: () => Effect.void }
+
+    /** Hands out up to `max` buffered leases that still have time left; releases stale ones. */
+    const fromBuffer = (buffer: Buffer, max: number, visibilityMs: number): Array<Lease> => {
+      const margin = config.prefetch?.minRemainingMs ?? Math.min(1000, Math.floor(visibilityMs / 2))
+      const now = Date.now()
+      const out: Array<Lease> = []
+      const stale: Array<Lease> = []
+      let i = 0
+      for (; i < buffer.leases.length && out.length < max; i++) {
+        const lease = buffer.leases[i] as Lease
+        if (lease.expiresAt - now > margin) out.push(lease)
+        else stale.push(lease)
+      }
+      buffer.leases = buffer.leases.slice(i)
+      if (stale.length > 0) Effect.runFork(releaseLeases(stale))
+      return out
+    }
+
+    const fill = (buffer: Buffer, options: TakeOptions, count: number): Effect.Effect<void, QueueError> => {
+      const done = Deferred.makeUnsafe<void>()
+      buffer.fetching = done
+      return takeRaw({ ...options, max: count }).pipe(
+        Effect.map((leases) => {
+          buffer.leases.push(...leases)
+        }),
+        Effect.ensuring(
+          Effect.sync(() => {
+            buffer.fetching = undefined
+            Deferred.doneUnsafe(done, Exit.void)
+          })
+        )
+      )
+    }
+
+    const takeBuffered = (options: TakeOptions): Effect.Effect<Array<Lease>, QueueError> =>
+      Effect.gen(function* () {
+        const key = `${options.queue}\u0000${options.visibilityMs}\u0000${options.consumer ?? ""}`
+        let buffer = buffers.get(key)
+        if (buffer === undefined) {
+          buffer = { leases: [], fetching: undefined }
+          buffers.set(key, buffer)
+        }
+        const out = fromBuffer(buffer, options.max, options.visibilityMs)
+        if (out.length < options.max) {
+          if (buffer.fetching !== undefined) yield* Deferred.await(buffer.fetching)
+          else yield* fill(buffer, options, prefetchSize)
+          out.push(...fromBuffer(buffer, options.max - out.length, options.visibilityMs))
+        }
+        if (buffer.fetching === undefined && buffer.leases.length < prefetchSize / 2 && out.length > 0) {
+          // Read ahead while the jobs just handed out run.
+          yield* Effect.forkIn(Effect.ignore(fill(buffer, options, prefetchSize - buffer.leases.length)), layerScope)
+        }
+        return out
+      })
+
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        const left = [...buffers.values()].flatMap((b) => b.leases)
+        buffers.clear()
+        return releaseLeases(left).pipe(Effect.timeout(5000), Effect.ignore)
+      })
+    )
+
+    const takeAvailable = (options: TakeOptions): Effect.Effect<Array<Lease>, QueueError> =>
+      prefetchSize > options.max ? takeBuffered(options) : takeRaw(options)
 
     const take = (options: TakeOptions): Effect.Effect<ReadonlyArray<Lease>, QueueError> =>
       Effect.gen(function* () {
@@ -408,25 +532,25 @@ export const make = (config: PostgresQueueConfig = {}) =>
       })
 
     const ackStatement = `
-      DELETE FROM ${s}.jobs
-      WHERE token = ANY($1::uuid[]) AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
-      RETURNING token::text AS token`
+      DELETE FROM ${s}.jobs j USING unnest($1::int8[], $2::uuid[]) AS t(seq, token)
+      WHERE j.seq = t.seq AND j.token = t.token AND j.state = 'inflight' AND j.lease_expires_at > ${s}.now_ms()
+      RETURNING j.seq::text || '.' || j.token::text AS token`
 
     const ackOptions = config.ackBatch ?? {}
-    const ackBatcher = yield* makeBatcher<string, void, LeaseLost | QueueError>({
+    const ackBatcher = yield* makeBatcher<ParsedToken, void, LeaseLost | QueueError>({
       maxBatch: ackOptions.maxBatch ?? 1000,
       lingerMs: ackOptions.lingerMs ?? 0,
       concurrency: ackOptions.concurrency ?? 2,
       run: (tokens) =>
-        sql.unsafe<{ token: string }>(ackStatement, [tokens]).pipe(
+        lease.unsafe<{ token: string }>(ackStatement, [tokens.map((t) => t.seq), tokens.map((t) => t.uuid)]).pipe(
           Effect.mapError(toQueueError("ack failed")),
           Effect.map((rows) => {
             const acked = new Set<string>()
             for (const row of rows) acked.add(row.token)
-            return tokens.map((token) => {
-              if (acked.has(token)) {
+            return tokens.map(({ text }) => {
+              if (acked.has(text)) {
                 // A token repeated within one batch: only its first ack wins.
-                acked.delete(token)
+                acked.delete(text)
                 return Exit.void
               }
               return Exit.fail(new LeaseLost({ message: "lease expired, already acked, or never issued" }))
@@ -439,8 +563,10 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const leaseLost = (what: string) =>
       new LeaseLost({ message: `${what}: lease expired, already acked, or never issued` })
 
-    const ack = (token: string): Effect.Effect<void, LeaseLost | QueueError> =>
-      UUID.test(token) ? ackBatcher.submit(token.toLowerCase()) : Effect.fail(leaseLost("ack"))
+    const ack = (token: string): Effect.Effect<void, LeaseLost | QueueError> => {
+      const parsed = parseToken(token)
+      return parsed === undefined ? Effect.fail(leaseLost("ack")) : ackBatcher.submit(parsed)
+    }
 
     const nackStatement = (decision: NackDecision): string => {
       switch (decision._tag) {
@@ -455,23 +581,24 @@ export const make = (config: PostgresQueueConfig = {}) =>
 
     const nack = (token: string, decision: NackDecision): Effect.Effect<void, LeaseLost | QueueError> =>
       Effect.gen(function* () {
-        if (!UUID.test(token)) return yield* leaseLost("nack")
+        const parsed = parseToken(token)
+        if (parsed === undefined) return yield* leaseLost("nack")
         const delayMs = decision._tag === "dead" ? 0 : decision.delayMs
         if (!Number.isFinite(delayMs) || delayMs < 0)
           return yield* new QueueError({ message: `nack: delayMs must be zero or more (got ${delayMs})` })
         const reason =
           decision._tag === "dead" ? decision.reason : decision._tag === "retry" ? (decision.error ?? null) : null
-        const rows = yield* sql
+        const rows = yield* lease
           .unsafe<{ queue: string }>(
             `WITH moved AS (
                UPDATE ${s}.jobs SET ${nackStatement(decision)},
                  token = NULL, lease_expires_at = NULL, consumer = NULL, updated_at = ${s}.now_ms()
-               WHERE token = $1::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
+               WHERE seq = $1 AND token = $5::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
                RETURNING queue, state
              ),
              notified AS (SELECT pg_notify($4, queue) FROM moved WHERE state = 'ready')
              SELECT queue, (SELECT count(*) FROM notified)::int4 AS notified FROM moved`,
-            [token.toLowerCase(), BigInt(Math.ceil(delayMs)), reason, channel]
+            [parsed.seq, BigInt(Math.ceil(delayMs)), reason, channel, parsed.uuid]
           )
           .pipe(Effect.mapError(toQueueError("nack failed")))
         if (rows.length === 0) return yield* leaseLost("nack")
@@ -479,21 +606,24 @@ export const make = (config: PostgresQueueConfig = {}) =>
 
     const extend = (token: string, visibilityMs: number): Effect.Effect<number, LeaseLost | QueueError> =>
       Effect.gen(function* () {
-        if (!UUID.test(token)) return yield* leaseLost("extend")
+        const parsed = parseToken(token)
+        if (parsed === undefined) return yield* leaseLost("extend")
         if (!Number.isFinite(visibilityMs) || visibilityMs <= 0)
           return yield* new QueueError({ message: `extend: visibilityMs must be positive (got ${visibilityMs})` })
-        const rows = yield* sql
+        const rows = yield* lease
           .unsafe<{ expires: number }>(
             `UPDATE ${s}.jobs SET lease_expires_at = ${s}.now_ms() + $2
-             WHERE token = $1::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
+             WHERE seq = $1 AND token = $3::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
              RETURNING lease_expires_at::float8 AS expires`,
-            [token.toLowerCase(), BigInt(Math.ceil(visibilityMs))]
+            [parsed.seq, BigInt(Math.ceil(visibilityMs)), parsed.uuid]
           )
           .pipe(Effect.mapError(toQueueError("extend failed")))
         const row = rows[0]
         if (row === undefined) return yield* leaseLost("extend")
         return row.expires
       })
+
+    nackRef.current = nack
 
     const recover = (queue: string): Effect.Effect<number, QueueError> => sweep(queue)
 
