@@ -66,6 +66,8 @@ interface CommandOptions {
   readonly secrets?: Record<string, Redacted.Redacted<string>>
   readonly timeoutMs?: number
   readonly spec?: ExtraSpec
+  /** Last say over the spec before it runs (an executor's defaults: image, mounts, network, ...). */
+  readonly prepare?: (spec: ExecSpec) => ExecSpec
   readonly onEvent?: (event: RepositoryJobEvent) => Effect.Effect<void>
 }
 
@@ -221,14 +223,17 @@ const buildSpec = (
   cwd: string,
   env: Record<string, string>,
   withSecrets: boolean
-): ExecSpec => ({
-  ...options.spec,
-  argv: [...options.command],
-  cwd,
-  env: { ...options.env, ...env },
-  ...(withSecrets && options.secrets !== undefined ? { secrets: options.secrets } : {}),
-  ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs })
-})
+): ExecSpec => {
+  const spec: ExecSpec = {
+    ...options.spec,
+    argv: [...options.command],
+    cwd,
+    env: { ...options.env, ...env },
+    ...(withSecrets && options.secrets !== undefined ? { secrets: options.secrets } : {}),
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs })
+  }
+  return options.prepare === undefined ? spec : options.prepare(spec)
+}
 
 /**
  * Runs one repository job in a fresh workspace (removed afterwards unless the `Workspace`
