@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Schema } from "effect"
 import { EnqueueInput, JobSpec, toJobSpec } from "@runlane/core"
+import { Schema } from "effect"
 
 describe("JobSpec", () => {
   it("fills defaults and round-trips through the schema", () => {
