@@ -1,4 +1,4 @@
-import { JobQueue, type Lease, LeaseLost } from "@runlane/core"
+import { JobQueue, type Lease } from "@runlane/core"
 import { Effect, Exit, type Layer, ManagedRuntime } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
