@@ -98,15 +98,20 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
             mcpUrlInside = network._tag === "mcp-only" ? network.url : undefined
           }
         }
+        // Every run gets its own cgroup where the machine offers one (also without limits): at
+        // the end, whatever the sandbox left running, in any session or process group, is
+        // killed and waited for before the stream completes.
         let cgroup: RunCgroup | undefined
-        if (res.memoryBytes !== undefined || res.pids !== undefined) {
+        if (detectCgroups() !== null) {
           cgroup = yield* Effect.acquireRelease(
             Effect.try({
               try: () => createRunCgroup({ memoryBytes: res.memoryBytes, pids: res.pids }),
               catch: (cause) =>
                 new ExecError({ executor: EXECUTOR_NAME, message: "cannot create the run's cgroup", cause })
             }),
-            (c) => Effect.promise(() => c.remove())
+            // Killing is awaited (nothing outlives the run); removing the emptied cgroup may
+            // need a few retries while the kernel releases it, so it finishes in the background.
+            (c) => Effect.promise(() => c.killAll().then(() => void c.remove()))
           )
         }
         const proxyUrl = `http://127.0.0.1:${SANDBOX_PROXY_PORT}`

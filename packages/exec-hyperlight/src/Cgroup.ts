@@ -13,6 +13,8 @@ export interface RunCgroup {
   readonly procs: ReadonlyArray<string>
   /** True once the kernel OOM-killed something in this cgroup. */
   readonly oomKilled: () => boolean
+  /** SIGKILLs every process still in the cgroup and resolves once none is left (max ~5 s). */
+  readonly killAll: () => Promise<void>
   /** Removes the cgroup directories (retries while the last processes are reaped). */
   readonly remove: () => Promise<void>
 }
@@ -84,6 +86,30 @@ const removeDir = async (dir: string): Promise<void> => {
   }
 }
 
+const pidsIn = (procs: string): Array<number> => {
+  try {
+    return readFileSync(procs, "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map(Number)
+  } catch {
+    return []
+  }
+}
+
+const killAllIn = async (procs: string): Promise<void> => {
+  for (let i = 0; i < 250; i++) {
+    const pids = pidsIn(procs)
+    if (pids.length === 0) return
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL")
+      } catch {}
+    }
+    await new Promise((r) => setTimeout(r, i < 10 ? 2 : 20))
+  }
+}
+
 /** Creates the cgroup(s) of one run with the given limits. Throws when the layout cannot. */
 export const createRunCgroup = (limits: { memoryBytes?: number | undefined; pids?: number | undefined }): RunCgroup => {
   const layout = detectCgroups()
@@ -113,6 +139,7 @@ export const createRunCgroup = (limits: { memoryBytes?: number | undefined; pids
           return false
         }
       },
+      killAll: () => killAllIn(join(dir, "cgroup.procs")),
       remove: () => removeDir(dir)
     }
   }
@@ -137,6 +164,7 @@ export const createRunCgroup = (limits: { memoryBytes?: number | undefined; pids
         return false
       }
     },
+    killAll: () => killAllIn(join(pids, "cgroup.procs")),
     remove: async () => {
       await removeDir(mem)
       await removeDir(pids)
