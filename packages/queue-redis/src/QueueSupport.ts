@@ -90,3 +90,38 @@ export const peekEntry = (
   if (reason !== "") entry.reason = reason
   return entry
 }
+
+/**
+ * Coalesces calls made in the same event-loop turn into one batch (at most `maxBatch` items):
+ * concurrent acks from a runner's jobs become one script call instead of one each.
+ */
+export const makeBatcher = <I, O>(
+  runBatch: (items: ReadonlyArray<I>) => Promise<ReadonlyArray<O>>,
+  maxBatch = 500
+): ((item: I) => Promise<O>) => {
+  let pending: Array<{ item: I; resolve: (o: O) => void; reject: (e: unknown) => void }> = []
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    while (pending.length > 0) {
+      const batch = pending.slice(0, maxBatch)
+      pending = pending.slice(batch.length)
+      runBatch(batch.map((p) => p.item)).then(
+        (results) => {
+          for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!)
+        },
+        (error) => {
+          for (const p of batch) p.reject(error)
+        }
+      )
+    }
+  }
+  return (item) =>
+    new Promise<O>((resolve, reject) => {
+      pending.push({ item, resolve, reject })
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    })
+}

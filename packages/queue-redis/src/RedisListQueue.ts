@@ -21,6 +21,7 @@ import {
   defaultConsumer,
   leaseLost,
   MAX_TAKE,
+  makeBatcher,
   makeBlockerPool,
   type RedisQueueConfig,
   tryRedis
@@ -201,12 +202,20 @@ end
 return out
 `)
 
+/** Acks several leases of one queue: ARGV base, then nonces; a code per lease. */
 const ackScript = new LuaScript(`${LIST_LUA}
-local base, nonce = ARGV[1], ARGV[2]
-local l, code = holder(base, nonce, nowMs())
-if not l then return code end
-dropLease(base, nonce, l)
-return 1
+local base = ARGV[1]
+local now = nowMs()
+local out = {}
+for i = 2, #ARGV do
+  local l, code = holder(base, ARGV[i], now)
+  if l then
+    dropLease(base, ARGV[i], l)
+    code = 1
+  end
+  out[#out + 1] = code
+end
+return out
 `)
 
 const nackScript = new LuaScript(`${LIST_LUA}
@@ -538,6 +547,32 @@ export const make = Effect.fnUntraced(function* (config: RedisListQueueConfig = 
         if (moved !== null) landed = moved
       }
     })
+
+  // Acks issued in the same event-loop turn share one script call per queue.
+  const ackBatched = makeBatcher<{ readonly queue: string; readonly nonce: string }, number>(async (tokens) => {
+    const byQueue = new Map<string, Array<number>>()
+    tokens.forEach((t, i) => {
+      const list = byQueue.get(t.queue)
+      if (list === undefined) byQueue.set(t.queue, [i])
+      else list.push(i)
+    })
+    const groups = [...byQueue.entries()]
+    const replies = await ackScript.runMany(
+      client,
+      groups.map(([queue, indexes]) => ({
+        keys: [mainKey(queue)],
+        args: [base(queue), ...indexes.map((i) => tokens[i]!.nonce)]
+      }))
+    )
+    const codes: Array<number> = new Array(tokens.length)
+    groups.forEach(([, indexes], g) => {
+      const reply = replies[g] as Array<number>
+      indexes.forEach((i, k) => {
+        codes[i] = Number(reply[k])
+      })
+    })
+    return codes
+  })
 
   const withToken = <A>(token: string, f: (queue: string, nonce: string) => Effect.Effect<A, QueueError | LeaseLost>) =>
     Effect.suspend(() => {

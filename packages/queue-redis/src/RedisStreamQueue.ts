@@ -19,6 +19,7 @@ import {
   defaultConsumer,
   leaseLost,
   MAX_TAKE,
+  makeBatcher,
   makeBlockerPool,
   peekEntry,
   type RedisQueueConfig,
@@ -236,12 +237,21 @@ end
 return out
 `)
 
+/** Acks several leases of one queue: ARGV base, then (priority, entry id, nonce) triples; a code per lease. */
 const ackScript = new LuaScript(`${STREAM_LUA}
-local base, p, id, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local h, code = holder(base, p, id, nonce, nowMs())
-if not h then return code end
-finish(base, h, id)
-return 1
+local base = ARGV[1]
+local now = nowMs()
+local out = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i + 1]
+  local h, code = holder(base, ARGV[i], id, ARGV[i + 2], now)
+  if h then
+    finish(base, h, id)
+    code = 1
+  end
+  out[#out + 1] = code
+end
+return out
 `)
 
 const nackScript = new LuaScript(`${STREAM_LUA}
@@ -552,6 +562,34 @@ export const make = Effect.fnUntraced(function* (config: RedisStreamQueueConfig 
       }
     })
 
+  // Acks issued in the same event-loop turn share one script call per queue.
+  const ackBatched = makeBatcher<StreamToken, number>(async (tokens) => {
+    const byQueue = new Map<string, Array<number>>()
+    tokens.forEach((t, i) => {
+      const list = byQueue.get(t.queue)
+      if (list === undefined) byQueue.set(t.queue, [i])
+      else list.push(i)
+    })
+    const groups = [...byQueue.entries()]
+    const replies = await ackScript.runMany(
+      client,
+      groups.map(([queue, indexes]) => {
+        const b = base(queue)
+        const args: Array<string> = [b]
+        for (const i of indexes) args.push(tokens[i]!.priority, tokens[i]!.entryId, tokens[i]!.nonce)
+        return { keys: [`${b}lease`], args }
+      })
+    )
+    const codes: Array<number> = new Array(tokens.length)
+    groups.forEach(([, indexes], g) => {
+      const reply = replies[g] as Array<number>
+      indexes.forEach((i, k) => {
+        codes[i] = Number(reply[k])
+      })
+    })
+    return codes
+  })
+
   const withToken = <A>(token: string, f: (t: StreamToken, b: string) => Effect.Effect<A, QueueError | LeaseLost>) =>
     Effect.suspend(() => {
       const t = decodeToken(token)
@@ -570,12 +608,7 @@ export const make = Effect.fnUntraced(function* (config: RedisStreamQueueConfig 
     enqueue: (input) => Effect.map(enqueueAll([input]), (r) => r[0]!),
     enqueueMany: enqueueAll,
     take: takeLeases,
-    ack: (token) =>
-      withToken(token, (t, b) =>
-        tryRedis("ack", () => ackScript.run(client, [`${b}lease`], [b, t.priority, t.entryId, t.nonce])).pipe(
-          Effect.flatMap(checkCode)
-        )
-      ),
+    ack: (token) => withToken(token, (t) => tryRedis("ack", () => ackBatched(t)).pipe(Effect.flatMap(checkCode))),
     nack: (token: string, decision: NackDecision) =>
       withToken(token, (t, b) => {
         const delay = decision._tag === "dead" ? 0 : Math.max(0, Math.floor(decision.delayMs))
