@@ -5,27 +5,62 @@
 #   runlane-test/busybox:1         busybox-static + a non-root user `runner` (1000:1000), USER runner
 #   runlane-test/busybox-nouser:1  the same root filesystem without a USER (the executor's fallback user applies)
 #   runlane-test/node:24           the busybox root filesystem + the toolchain's Node 24 binary and its libraries
-# Idempotent; a second run only asks the engine whether the images exist. Needs root.
+# and a loopback registry (Debian's docker-registry, 127.0.0.1:5055, no auth; the engine trusts
+# 127.0.0.0/8 without TLS) holding 127.0.0.1:5055/runlane-test/busybox:1, so pulls can be tested.
+# Idempotent; a second run only asks the engine and the registry whether everything exists. Needs root.
 set -euo pipefail
 RECIPE=1 # bump when the root filesystem recipe below changes: images are rebuilt
 log() { echo "setup.d/10-docker: $*" >&2; }
 engine_up() { timeout 5 docker info >/dev/null 2>&1; }
 
-if ! command -v dockerd >/dev/null || ! dpkg -s busybox-static >/dev/null 2>&1; then
-  log "installing docker.io and busybox-static"
+REGISTRY=127.0.0.1:5055
+registry_up() { curl -fs -o /dev/null -m 2 "http://$REGISTRY/v2/"; }
+
+if ! command -v dockerd >/dev/null || ! command -v docker-registry >/dev/null || ! dpkg -s busybox-static >/dev/null 2>&1; then
+  log "installing docker.io, docker-registry and busybox-static"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io busybox-static >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-registry busybox-static curl >/dev/null
 fi
 
 if ! engine_up; then
+  # a dockerd that died leaves its pid file behind and the next one refuses to start
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then rm -f /var/run/docker.pid; fi
   log "starting dockerd (log: /var/log/dockerd-runlane.log)"
   setsid nohup dockerd --bridge=none --iptables=false >>/var/log/dockerd-runlane.log 2>&1 </dev/null &
   for _ in $(seq 1 120); do engine_up && break; sleep 0.5; done
   engine_up || { log "dockerd did not come up; see /var/log/dockerd-runlane.log"; exit 1; }
 fi
 
+if ! registry_up; then
+  log "starting docker-registry on $REGISTRY (log: /var/log/registry-runlane.log)"
+  mkdir -p /var/lib/runlane-registry
+  cat >/var/lib/runlane-registry/config.yml <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/runlane-registry/data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+YAML
+  setsid nohup docker-registry serve /var/lib/runlane-registry/config.yml >>/var/log/registry-runlane.log 2>&1 </dev/null &
+  for _ in $(seq 1 60); do registry_up && break; sleep 0.5; done
+  registry_up || { log "docker-registry did not come up; see /var/log/registry-runlane.log"; exit 1; }
+fi
+
 has_image() { [ "$(docker image inspect -f '{{index .Config.Labels "runlane.recipe"}}' "$1" 2>/dev/null)" = "$RECIPE" ]; }
+push_to_registry() {
+  if ! curl -fs -o /dev/null -m 5 -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
+    "http://$REGISTRY/v2/runlane-test/busybox/manifests/1"; then
+    log "pushing $REGISTRY/runlane-test/busybox:1"
+    docker tag runlane-test/busybox:1 "$REGISTRY/runlane-test/busybox:1"
+    docker push "$REGISTRY/runlane-test/busybox:1" >/dev/null
+    docker rmi "$REGISTRY/runlane-test/busybox:1" >/dev/null
+  fi
+}
 if has_image runlane-test/busybox:1 && has_image runlane-test/busybox-nouser:1 && has_image runlane-test/node:24; then
+  push_to_registry
   exit 0
 fi
 
@@ -71,4 +106,5 @@ tar -C "$root" -cf "$work/node.tar" .
 docker import -c "LABEL runlane.recipe=$RECIPE" -c 'USER runner' -c 'WORKDIR /job' \
   -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin' -c 'CMD ["node"]' \
   "$work/node.tar" runlane-test/node:24 >/dev/null
+push_to_registry
 log "images ready"

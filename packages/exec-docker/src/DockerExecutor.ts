@@ -140,7 +140,9 @@ export const validateSpec = (spec: DockerExecSpec): Effect.Effect<void, Unsuppor
       )
     }
     for (const key of Object.keys(spec.env ?? {})) {
-      if (!isEnvName(key) && key.includes("=")) return yield* unsupported("env", `invalid variable name "${key}"`)
+      if (key === "" || key.includes("=") || key.includes("\0")) {
+        return yield* unsupported("env", `invalid variable name "${key}"`)
+      }
     }
     for (const key of Object.keys(spec.secrets ?? {})) {
       if (!isEnvName(key)) return yield* unsupported("secrets", `invalid secret variable name "${key}"`)

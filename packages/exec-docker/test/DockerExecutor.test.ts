@@ -3,6 +3,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type ExecEvent, Executor, maskStream, SecretMasker } from "@runlane/core"
 import { type DockerExecSpec, DockerExecutor } from "@runlane/exec-docker"
+import { requireService, tcpReachable } from "@runlane/testkit"
 import type Docker from "dockerode"
 import { Cause, Effect, Exit, Redacted, Stream } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
@@ -23,6 +24,10 @@ import {
 } from "./support.ts"
 
 const available = await dockerAvailable()
+const REGISTRY = "127.0.0.1:5055"
+const registry =
+  available &&
+  (await requireService(`the loopback registry ${REGISTRY} (scripts/setup.d/10-docker.sh)`, () => tcpReachable(5055)))
 
 const failureOf = (exit: Exit.Exit<unknown, unknown>): unknown => {
   if (Exit.isSuccess(exit)) throw new Error("expected a failure")
@@ -380,6 +385,24 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       expect(await containersWithLabel(`runlane.job=${job}`)).toEqual([])
     })
 
+    it("secrets also reach a TTY job (the FIFO, not stdin, carries them)", async () => {
+      const secret = "tty-secret-with 'quotes' and $dollar"
+      const events = await collect({
+        argv: ["sh", "-c", 'printf "%s|" "$TTY_SECRET"'],
+        image: BUSYBOX,
+        tty: true,
+        secrets: { TTY_SECRET: Redacted.make(secret) }
+      })
+      expect(text(events, "stdout")).toBe(`${secret}|`)
+    })
+
+    it("refuses an invalid variable name", async () => {
+      const exit = await runSpec({ argv: ["true"], image: BUSYBOX, secrets: { "BAD-NAME": Redacted.make("x") } })
+      expect(failureOf(exit)).toMatchObject({ _tag: "UnsupportedSpec", field: "secrets" })
+      const exit2 = await runSpec({ argv: ["true"], image: BUSYBOX, env: { "A=B": "x" } })
+      expect(failureOf(exit2)).toMatchObject({ _tag: "UnsupportedSpec", field: "env" })
+    })
+
     it("applies the configured default limits when the spec has none", async () => {
       const job = uniqueJob("defaults")
       let inspected = ""
@@ -420,6 +443,36 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
     })
   })
 
+  describe.skipIf(!registry)("pulls from the loopback registry", () => {
+    const image = `${REGISTRY}/runlane-test/busybox:1`
+    const notesOf = (events: ReadonlyArray<ExecEvent>) =>
+      events.flatMap((e, i) => (e._tag === "note" ? [{ ...e, index: i }] : []))
+
+    it("if-not-present: pulls a missing image, reporting progress as note events before started", async () => {
+      await dockerCli("rmi", "-f", image).catch(() => "")
+      const events = await collect({ argv: ["sh", "-c", "echo pulled-and-ran"], image })
+      const notes = notesOf(events)
+      expect(notes.length).toBeGreaterThan(0)
+      expect(notes.every((n) => n.kind === "pull" && n.message.startsWith(`${image}: `))).toBe(true)
+      expect(notes.map((n) => n.message).join("\n")).toContain("Downloaded newer image")
+      const started = events.findIndex((e) => e._tag === "started")
+      expect(Math.max(...notes.map((n) => n.index))).toBeLessThan(started)
+      expect(text(events, "stdout")).toBe("pulled-and-ran\n")
+      // present now: if-not-present does not pull again
+      expect(notesOf(await collect({ argv: ["true"], image }))).toEqual([])
+    })
+
+    it("always: pulls even a present image", async () => {
+      const events = await collect({ argv: ["true"], image }, { imagePolicy: "always" })
+      expect(
+        notesOf(events)
+          .map((n) => n.message)
+          .join("\n")
+      ).toContain("Image is up to date")
+      expect(exitedOf(events).code).toBe(0)
+    })
+  })
+
   describe("refusals and errors", () => {
     const refused = async (spec: DockerExecSpec, field: string) => {
       const job = uniqueJob("refused")
@@ -457,18 +510,12 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       expect(error.message).toContain("never")
     })
 
-    it("image policy if-not-present: a missing image is pulled; a failed pull names the image", async () => {
-      const exit = await runSpec({ argv: ["true"], image: "runlane-test/absent:0" })
+    it("a failed pull is an ExecError naming the image", async () => {
+      const image = `${REGISTRY}/runlane-test/absent:0`
+      const exit = await runSpec({ argv: ["true"], image })
       const error = failureOf(exit) as { _tag: string; message: string }
       expect(error._tag).toBe("ExecError")
-      expect(error.message).toContain("pulling image runlane-test/absent:0 failed")
-    })
-
-    it("image policy always: pulls even a present image (and fails here: no registry)", async () => {
-      const exit = await runSpec({ argv: ["true"], image: BUSYBOX }, { imagePolicy: "always" })
-      const error = failureOf(exit) as { _tag: string; message: string }
-      expect(error._tag).toBe("ExecError")
-      expect(error.message).toContain(`pulling image ${BUSYBOX} failed`)
+      expect(error.message).toContain(`pulling image ${image} failed`)
     })
 
     it("a container that cannot start is an ExecError and is removed", async () => {
@@ -484,6 +531,27 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       expect(error.message).toContain("starting the container")
       expect(error.message).toContain("no-such-user")
       expect(await containersWithLabel(`runlane.job=${job}`)).toEqual([])
+    })
+
+    it("connects through DOCKER_HOST", async () => {
+      const saved = process.env.DOCKER_HOST
+      try {
+        process.env.DOCKER_HOST = "unix:///var/run/docker.sock"
+        const ok = await collect({ argv: ["true"], image: BUSYBOX })
+        expect(exitedOf(ok).code).toBe(0)
+        process.env.DOCKER_HOST = "unix:///nonexistent/runlane-docker.sock"
+        const exit = await Effect.runPromiseExit(
+          Effect.gen(function* () {
+            yield* Executor
+          }).pipe(Effect.provide(DockerExecutor.layer(baseConfig())))
+        )
+        const error = failureOf(exit) as { _tag: string; message: string }
+        expect(error._tag).toBe("ExecError")
+        expect(error.message).toContain("Docker Engine unreachable at unix:///nonexistent/runlane-docker.sock")
+      } finally {
+        if (saved === undefined) delete process.env.DOCKER_HOST
+        else process.env.DOCKER_HOST = saved
+      }
     })
 
     it("an unreachable engine is a clear ExecError", async () => {
