@@ -2,7 +2,7 @@ import { accessSync, constants } from "node:fs"
 import { delimiter, join } from "node:path"
 import { ExecError, type ExecEvent, UnsupportedSpec } from "@runlane/core"
 import { spawnStream } from "@runlane/exec-process"
-import { Effect, Stream } from "effect"
+import { Effect, Queue, Stream } from "effect"
 import { bwrapArgv, SANDBOX_PROXY_PORT } from "./BwrapArgv.ts"
 import { createRunCgroup, detectCgroups, type RunCgroup } from "./Cgroup.ts"
 import { type EgressProxy, startEgressProxy } from "./EgressProxy.ts"
@@ -67,6 +67,8 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
     return Stream.unwrap(
       Effect.gen(function* () {
         const notes: Array<ExecEvent> = []
+        /** Set while the run is live: delivers a note at once instead of buffering it. */
+        let live: ((note: ExecEvent) => void) | undefined
         let proxy: EgressProxy | undefined
         const ports: Array<number> = [SANDBOX_PROXY_PORT]
         let mcpUrlInside: string | undefined
@@ -80,12 +82,15 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
                 startEgressProxy({
                   allowed,
                   origin,
-                  onRefused: (destination, how) =>
-                    notes.push({
+                  onRefused: (destination, how) => {
+                    const note: ExecEvent = {
                       _tag: "note",
                       kind: "network-refused",
                       message: `refused ${how}: ${destination} is not allowed (allowed: ${allowed.join(", ")})`
-                    })
+                    }
+                    if (live !== undefined) live(note)
+                    else notes.push(note)
+                  }
                 }),
               catch: (cause) =>
                 new ExecError({ executor: EXECUTOR_NAME, message: "cannot start the egress proxy", cause })
@@ -134,8 +139,11 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
               : undefined,
           seccompFile: seccompFilterFile() ?? undefined
         })
-        const drain = (): Array<ExecEvent> => notes.splice(0, notes.length)
-        return spawnStream(
+        const mapExited = (event: ExecEvent): ExecEvent =>
+          event._tag === "exited" && event.reason !== "timeout" && cgroup?.oomKilled() === true
+            ? { ...event, reason: "oom" }
+            : event
+        const events = spawnStream(
           {
             argv,
             env,
@@ -145,14 +153,40 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
             killGraceMs: config.killGraceMs ?? 2000
           },
           { executor: EXECUTOR_NAME }
-        ).pipe(
-          Stream.flatMap((event) => {
-            if (event._tag === "started") return Stream.make(event)
-            if (event._tag !== "exited") return Stream.fromIterable([...drain(), event])
-            const oom = cgroup?.oomKilled() === true && event.reason !== "timeout"
-            const exited: ExecEvent = oom ? { ...event, reason: "oom" } : event
-            return Stream.fromIterable([...drain(), exited])
-          })
+        )
+        if (proxy === undefined) return Stream.map(events, mapExited)
+        // Refusals are emitted as they happen (after `started`, before `exited`), merged with
+        // the process's events; output keeps its backpressure through the bounded queue.
+        return Stream.callback<ExecEvent, ExecError>(
+          (queue) => {
+            const flush = () => {
+              while (notes.length > 0 && Queue.offerUnsafe(queue, notes[0] as ExecEvent)) notes.shift()
+            }
+            return events.pipe(
+              Stream.runForEach((event) =>
+                Effect.gen(function* () {
+                  if (event._tag !== "started") flush()
+                  if (event._tag === "exited") {
+                    live = undefined
+                    yield* Queue.offer(queue, mapExited(event))
+                    yield* Queue.end(queue)
+                    return
+                  }
+                  yield* Queue.offer(queue, event)
+                  if (event._tag === "started") {
+                    flush()
+                    live = (note) => {
+                      notes.push(note)
+                      flush()
+                    }
+                  }
+                })
+              ),
+              Effect.catch((error) => Queue.fail(queue, error)),
+              Effect.forkScoped
+            )
+          },
+          { bufferSize: 64, strategy: "suspend" }
         )
       })
     )

@@ -96,6 +96,36 @@ describe.skipIf(!available)("bubblewrap backend", () => {
     expect(r.notes.map((n) => n.message).join("\n")).toContain(`CONNECT 127.0.0.1:${forbidden.port}`)
   })
 
+  it("a refusal is reported while the sandbox still runs", async () => {
+    const marker = `${100000 + Math.floor(Math.random() * 800000)}`
+    const events = await Effect.runPromise(
+      svc
+        .runPolicy(["/bin/sh", "-c", `curl -s -o /dev/null ${forbidden.url}/live; sleep ${marker}`], {
+          network: { _tag: "mcp-only", url: mcp.url },
+          workingDir: work,
+          resources: { timeoutMs: 60_000 }
+        })
+        .pipe(
+          Stream.takeUntil((e) => e._tag === "note"),
+          Stream.runCollect
+        )
+    )
+    expect(events.map((e) => e._tag)).toEqual(["started", "note"])
+    expect(processesWith(`sleep ${marker}`)).toEqual([])
+  })
+
+  it("large output passes through whole with the proxy merged in", async () => {
+    const r = await collect(
+      svc.runPolicy(["/bin/sh", "-c", "head -c 8000000 /dev/zero | tr '\\0' x; echo; echo end >&2"], {
+        network: { _tag: "mcp-only", url: mcp.url },
+        workingDir: work
+      })
+    )
+    expect(r.stdout.length).toBe(8_000_001)
+    expect(r.stderr).toBe("end\n")
+    expect(r.exited.code).toBe(0)
+  })
+
   it("network none reaches neither server", async () => {
     const before = mcp.requests.length + forbidden.requests.length
     const r = await run(
