@@ -19,6 +19,7 @@ import { Effect, Fiber, Layer, Redacted, Stream } from "effect"
 import { UsageError } from "./ExitCode.ts"
 import { chooseExecutor } from "./executors.ts"
 import type { RunOptions } from "./RunOptions.ts"
+import { repositoryJobWrapper } from "./repositoryJob.ts"
 
 /** The process exit code `runlane run` ends with for a finished job. */
 export const exitCodeOf = (record: JobRecord, events: ReadonlyArray<JobEvent>): number => {
@@ -58,7 +59,7 @@ export const readSecrets = (names: ReadonlyArray<string>): Record<string, Redact
 /** Wraps the handler for job kinds beyond a plain command (repository jobs, agents, ...). */
 export type HandlerWrapper = (options: RunOptions, handler: JobHandler<Executor>) => JobHandler<Executor> | undefined
 
-export const handlerWrappers: Array<HandlerWrapper> = []
+export const handlerWrappers: Array<HandlerWrapper> = [repositoryJobWrapper]
 
 /**
  * Runs one command as a job through the Runner with the in-process queue and the chosen

@@ -195,7 +195,7 @@ const runCommand = (
   })
 
 const step = (emit: (event: RepositoryJobEvent) => Effect.Effect<void>, message: string) =>
-  Effect.andThen(Effect.logInfo(message), emit({ _tag: "step", message }))
+  Effect.andThen(Effect.logDebug(message), emit({ _tag: "step", message }))
 
 const checkoutInto = (
   ws: JobWorkspace,
