@@ -71,19 +71,19 @@ const migrations: ReadonlyArray<{
          created_at bigint NOT NULL,
          PRIMARY KEY (queue, request_id)
        )`,
-      // The job store: filterable columns plus the whole record as JSON.
+      // The job store: filterable columns plus the whole record as JSON; listed newest first
+      // in insertion order (`seq`), as the memory store.
       `CREATE TABLE {s}.records (
          id text PRIMARY KEY,
+         seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
          queue text NOT NULL,
          key text,
          status text NOT NULL,
-         created_at bigint NOT NULL,
          doc jsonb NOT NULL
        )`,
-      `CREATE INDEX records_created ON {s}.records (created_at DESC, id DESC)`,
-      `CREATE INDEX records_status ON {s}.records (status, created_at DESC, id DESC)`,
-      `CREATE INDEX records_queue ON {s}.records (queue, created_at DESC, id DESC)`,
-      `CREATE INDEX records_key ON {s}.records (key, created_at DESC, id DESC) WHERE key IS NOT NULL`
+      `CREATE INDEX records_status ON {s}.records (status, seq DESC)`,
+      `CREATE INDEX records_queue ON {s}.records (queue, seq DESC)`,
+      `CREATE INDEX records_key ON {s}.records (key, seq DESC) WHERE key IS NOT NULL`
     ]
   }
 ]

@@ -421,14 +421,26 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const buffers = new Map<string, Buffer>()
     const layerScope = yield* Effect.scope
 
-    const releaseLeases = (leases: ReadonlyArray<Lease>) =>
-      Effect.forEach(leases, (lease) => Effect.ignore(nackRef.current(lease.token, { _tag: "release", delayMs: 0 })), {
-        concurrency: 8,
-        discard: true
+    /** Puts never-delivered buffered leases back where they were (no attempt counted, FIFO kept). */
+    const releaseLeases = (leases: ReadonlyArray<Lease>): Effect.Effect<void> => {
+      const parsed = leases.flatMap((l) => {
+        const p = parseToken(l.token)
+        return p === undefined ? [] : [p]
       })
-    const nackRef: {
-      current: (token: string, decision: NackDecision) => Effect.Effect<void, LeaseLost | QueueError>
-    } = { current: () => Effect.void }
+      if (parsed.length === 0) return Effect.void
+      return lease
+        .unsafe(
+          `WITH moved AS (
+             UPDATE ${s}.jobs j SET state = 'ready', token = NULL, lease_expires_at = NULL, consumer = NULL
+             FROM unnest($1::int8[], $2::uuid[]) AS t(seq, token)
+             WHERE j.seq = t.seq AND j.token = t.token AND j.state = 'inflight'
+             RETURNING j.queue
+           )
+           SELECT pg_notify($3, q) FROM (SELECT DISTINCT queue AS q FROM moved) d`,
+          [parsed.map((p) => p.seq), parsed.map((p) => p.uuid), channel]
+        )
+        .pipe(Effect.ignore)
+    }
 
     /** Hands out up to `max` buffered leases that still have time left; releases stale ones. */
     const fromBuffer = (buffer: Buffer, max: number, visibilityMs: number): Array<Lease> => {
@@ -451,9 +463,11 @@ export const make = (config: PostgresQueueConfig = {}) =>
       const done = Deferred.makeUnsafe<void>()
       buffer.fetching = done
       return takeRaw({ ...options, max: count }).pipe(
-        Effect.map((leases) => {
-          buffer.leases.push(...leases)
-        }),
+        Effect.flatMap((leases) =>
+          Effect.sync(() => {
+            buffer.leases.push(...leases)
+          })
+        ),
         Effect.ensuring(
           Effect.sync(() => {
             buffer.fetching = undefined
@@ -622,8 +636,6 @@ export const make = (config: PostgresQueueConfig = {}) =>
         if (row === undefined) return yield* leaseLost("extend")
         return row.expires
       })
-
-    nackRef.current = nack
 
     const recover = (queue: string): Effect.Effect<number, QueueError> => sweep(queue)
 

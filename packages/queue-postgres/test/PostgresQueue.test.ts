@@ -1,0 +1,187 @@
+import { PgClient } from "@effect/sql-pg"
+import type { JobQueue } from "@runlane/core"
+import { PostgresQueue } from "@runlane/queue-postgres"
+import { requireService, tcpReachable } from "@runlane/testkit"
+import { Effect, Exit, Fiber, ManagedRuntime } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freshDatabaseLayer, PG_PORT } from "./TestDatabase.ts"
+
+const available = await requireService("PostgreSQL", () => tcpReachable(PG_PORT))
+const SCHEMA = "rl_queue"
+let counter = 0
+const freshQueue = () => `pq-${process.pid}-${++counter}`
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe.skipIf(!available)("PostgresQueue specifics", () => {
+  // One database; the runtime holds the client, queues are built per test on it.
+  let runtime: ManagedRuntime.ManagedRuntime<PgClient.PgClient, unknown>
+  const withQueue = <A, E>(
+    config: PostgresQueue.PostgresQueueConfig,
+    use: (queue: JobQueue["Service"]) => Effect.Effect<A, E, PgClient.PgClient>
+  ): Promise<A> =>
+    runtime.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const queue = yield* PostgresQueue.make({ schema: SCHEMA, ...config })
+          return yield* use(queue)
+        })
+      )
+    )
+  const sql = <A extends object>(text: string, params: ReadonlyArray<unknown> = []) =>
+    runtime.runPromise(Effect.flatMap(Effect.service(PgClient.PgClient), (client) => client.unsafe<A>(text, params)))
+
+  beforeAll(() => {
+    runtime = ManagedRuntime.make(freshDatabaseLayer("queue"))
+  })
+  afterAll(async () => {
+    await runtime?.dispose()
+  })
+
+  it("refuses bad enqueue input with a QueueError and stores nothing", async () => {
+    const queue = freshQueue()
+    await withQueue({}, (q) =>
+      Effect.gen(function* () {
+        const bad = yield* Effect.exit(q.enqueue({ queue, payload: 1, priority: 1.5 }))
+        expect(Exit.isFailure(bad) && String(bad.cause)).toContain("invalid enqueue input")
+        const mixed = yield* Effect.exit(
+          q.enqueueMany([
+            { queue, payload: 1 },
+            { queue: "", payload: 2 }
+          ])
+        )
+        expect(Exit.isFailure(mixed) && String(mixed.cause)).toContain("QueueError")
+        const cyclic: Record<string, unknown> = {}
+        cyclic.self = cyclic
+        const notJson = yield* Effect.exit(q.enqueue({ queue, payload: cyclic }))
+        expect(Exit.isFailure(notJson) && String(notJson.cause)).toContain("not JSON-serialisable")
+        const badTake = yield* Effect.exit(q.take({ queue, max: 0, visibilityMs: 1000, waitMs: 0 }))
+        expect(Exit.isFailure(badTake) && String(badTake.cause)).toContain("max must be a positive integer")
+        expect(yield* q.stats(queue)).toMatchObject({ ready: 0, delayed: 0, inflight: 0, dead: 0 })
+      })
+    )
+  })
+
+  it("refuses a schema name that is not a plain identifier", async () => {
+    const exit = await runtime.runPromise(Effect.exit(Effect.scoped(PostgresQueue.make({ schema: "x; DROP TABLE y" }))))
+    expect(Exit.isFailure(exit) && String(exit.cause)).toContain("schema name must match")
+  })
+
+  it("dedupes request ids within one batch, per queue, and concurrently", async () => {
+    const queue = freshQueue()
+    const other = freshQueue()
+    await withQueue({}, (q) =>
+      Effect.gen(function* () {
+        const results = yield* q.enqueueMany([
+          { queue, payload: "a", requestId: "r" },
+          { queue, payload: "b", requestId: "r" },
+          { queue: other, payload: "c", requestId: "r" }
+        ])
+        expect(results[0]?.duplicate).toBe(false)
+        expect(results[1]).toEqual({ jobId: results[0]?.jobId, duplicate: true })
+        expect(results[2]?.duplicate).toBe(false)
+        const concurrent = yield* Effect.forEach(
+          Array.from({ length: 10 }, () => ({ queue, payload: "x", requestId: "c" })),
+          (input) => q.enqueue(input),
+          { concurrency: "unbounded" }
+        )
+        expect(concurrent.filter((r) => !r.duplicate).length).toBe(1)
+        expect(new Set(concurrent.map((r) => r.jobId)).size).toBe(1)
+        expect((yield* q.stats(queue)).ready).toBe(2)
+      })
+    )
+  })
+
+  it("dead-letters a malformed stored job on take and shows its raw value in peek", async () => {
+    const queue = freshQueue()
+    await withQueue({}, (q) =>
+      Effect.gen(function* () {
+        yield* q.enqueue({ queue, payload: "good" })
+        yield* Effect.promise(() =>
+          sql(
+            `INSERT INTO ${SCHEMA}.jobs (id, queue, state, run_at, max_attempts, updated_at, spec)
+             VALUES ('broken', $1, 'ready', 0, 3, 0, '{not json')`,
+            [queue]
+          )
+        )
+        const leases = yield* q.take({ queue, max: 10, visibilityMs: 10_000, waitMs: 0 })
+        expect(leases.map((l) => l.job.payload)).toEqual(["good"])
+        const dead = yield* q.peek(queue, { state: "dead", limit: 10 })
+        expect(dead).toEqual([{ state: "dead", attempt: 0, raw: "{not json", reason: "malformed job spec" }])
+      })
+    )
+  })
+
+  it("a long-polling take in one client wakes on an enqueue made through another", async () => {
+    const queue = freshQueue()
+    await withQueue({}, (consumer) =>
+      Effect.gen(function* () {
+        const pending = yield* Effect.forkChild(consumer.take({ queue, max: 1, visibilityMs: 10_000, waitMs: 20_000 }))
+        yield* Effect.sleep(200)
+        // A second, independent queue service (as another process would have).
+        yield* Effect.scoped(
+          Effect.flatMap(PostgresQueue.make({ schema: SCHEMA }), (producer) =>
+            producer.enqueue({ queue, payload: "hi" })
+          )
+        )
+        const started = Date.now()
+        const leases = yield* Fiber.join(pending)
+        expect(leases.map((l) => l.job.payload)).toEqual(["hi"])
+        expect(Date.now() - started).toBeLessThan(5_000)
+      })
+    )
+  })
+
+  it("an expired lease that is taken again counts the expired attempt; the sweep refuses the old token", async () => {
+    const queue = freshQueue()
+    await withQueue({}, (q) =>
+      Effect.gen(function* () {
+        yield* q.enqueue({ queue, payload: 1, maxAttempts: 5 })
+        const [first] = yield* q.take({ queue, max: 1, visibilityMs: 200, waitMs: 0 })
+        yield* Effect.sleep(300)
+        const expiredExtend = yield* Effect.exit(q.extend(first?.token ?? "", 10_000))
+        expect(Exit.isFailure(expiredExtend) && String(expiredExtend.cause)).toContain("LeaseLost")
+        const [second] = yield* q.take({ queue, max: 1, visibilityMs: 200, waitMs: 0 })
+        expect(second?.attempt).toBe(2)
+        yield* Effect.sleep(300)
+        expect(yield* q.recover(queue)).toBe(1)
+        const [third] = yield* q.take({ queue, max: 1, visibilityMs: 10_000, waitMs: 0 })
+        expect(third?.attempt).toBe(3)
+        const peeked = yield* q.peek(queue, { state: "inflight", limit: 1 })
+        expect(peeked[0]?.reason).toBe("lease expired")
+        yield* q.ack(third?.token ?? "")
+      })
+    )
+  })
+
+  it("prefetch hands out buffered leases in order and releases the rest when the layer closes", async () => {
+    const queue = freshQueue()
+    await withQueue({}, (q) => q.enqueueMany(Array.from({ length: 30 }, (_, i) => ({ queue, payload: i }))))
+    await withQueue({ prefetch: { size: 20 } }, (q) =>
+      Effect.gen(function* () {
+        const a = yield* q.take({ queue, max: 5, visibilityMs: 30_000, waitMs: 0 })
+        const b = yield* q.take({ queue, max: 5, visibilityMs: 30_000, waitMs: 0 })
+        expect([...a, ...b].map((l) => l.job.payload)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+        for (const lease of [...a, ...b]) yield* q.ack(lease.token)
+        // The buffer holds leases: they show as in flight to everyone else.
+        const stats = yield* q.stats(queue)
+        expect(stats.inflight).toBeGreaterThan(0)
+        expect(stats.ready + stats.inflight).toBe(20)
+      })
+    )
+    // Closed: buffered leases went back without counting an attempt.
+    await withQueue({}, (q) =>
+      Effect.gen(function* () {
+        expect(yield* q.stats(queue)).toMatchObject({ ready: 20, inflight: 0 })
+        const rest = yield* q.take({ queue, max: 50, visibilityMs: 30_000, waitMs: 0 })
+        expect(rest.map((l) => l.job.payload)).toEqual(Array.from({ length: 20 }, (_, i) => i + 10))
+        expect(rest.every((l) => l.attempt === 1)).toBe(true)
+      })
+    )
+  })
+
+  it("migrations are idempotent and safe to run from many starters at once", async () => {
+    await Promise.all(Array.from({ length: 4 }, () => withQueue({ schema: "rl_migrate" }, (q) => q.stats("x"))))
+    const rows = await sql<{ id: number }>(`SELECT id FROM rl_migrate.migrations`)
+    expect(rows.map((r) => Number(r.id))).toEqual([1])
+  })
+})
