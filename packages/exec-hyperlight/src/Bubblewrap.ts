@@ -75,7 +75,11 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
         if (network._tag !== "none") {
           const allowed =
             network._tag === "allow" ? [...network.destinations] : mcp !== undefined ? [hostPort(mcp)] : []
-          const origin = mcp !== undefined ? { host: mcp.host.replace(/^\[(.*)\]$/, "$1"), port: mcp.port } : undefined
+          // Direct (origin-form) requests are plain HTTP, so only an http MCP URL gets them.
+          const origin =
+            mcp !== undefined && mcp.scheme === "http"
+              ? { host: mcp.host.replace(/^\[(.*)\]$/, "$1"), port: mcp.port }
+              : undefined
           proxy = yield* Effect.acquireRelease(
             Effect.tryPromise({
               try: () =>

@@ -76,7 +76,12 @@ const forward = (
 }
 
 export const startEgressProxy = async (options: EgressProxyOptions): Promise<EgressProxy> => {
-  const allowed = new Set(options.allowed.map((d) => d.toLowerCase()))
+  const allowed = new Set(
+    options.allowed.map((d) => {
+      const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(d)
+      return m ? key(m[1] as string, Number(m[2])) : d.toLowerCase()
+    })
+  )
   const socketDir = mkdtempSync(join(tmpdir(), "runlane-egress-"))
   const socketPath = join(socketDir, "proxy.sock")
   const sockets = new Set<Socket>()

@@ -126,6 +126,17 @@ describe.skipIf(!available)("bubblewrap backend", () => {
     expect(r.exited.code).toBe(0)
   })
 
+  it("an allow-list network reaches exactly the listed host:port through the proxy", async () => {
+    const r = await run(
+      sh(
+        `curl -s ${mcp.url}/tools; echo; curl -s -o /dev/null -w '%{http_code}\\n' ${forbidden.url}/; echo net=$HYPERLIGHT_ALLOW_NETWORK`,
+        { network: { _tag: "allow", destinations: [`127.0.0.1:${mcp.port}`] } }
+      )
+    )
+    expect(r.stdout).toBe('{"tools":[{"name":"echo"},{"name":"add"}]}\n403\nnet=allow_list\n')
+    expect(r.notes.map((n) => n.kind)).toEqual(["network-refused"])
+  })
+
   it("network none reaches neither server", async () => {
     const before = mcp.requests.length + forbidden.requests.length
     const r = await run(
