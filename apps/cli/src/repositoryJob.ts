@@ -61,7 +61,8 @@ const secretsFromEnv = (names: ReadonlyArray<string>): Record<string, Redacted.R
 const sourceOf = (url: string, ref: Option.Option<string>, credentials: Credentials | undefined): RepoSource => ({
   url,
   ...(Option.isSome(ref) ? { ref: ref.value } : {}),
-  ...(credentials === undefined ? {} : { credentials })
+  // The token is for HTTPS remotes only; local paths and ssh URLs go without it.
+  ...(credentials === undefined || !/^https?:\/\//i.test(url) ? {} : { credentials })
 })
 
 /** Turns the flow's events into the job's events (output is already masked by the flow). */

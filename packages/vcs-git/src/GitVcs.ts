@@ -62,6 +62,7 @@ const GIT_CONFIG = [
 /** Environment variables that git must see; simple-git refuses unlisted GIT_* ones. */
 const ALLOWED_ENV = [
   "GIT_ASKPASS",
+  "GIT_ALLOW_PROTOCOL",
   "GIT_TERMINAL_PROMPT",
   "GIT_CONFIG_NOSYSTEM",
   "GIT_CONFIG_GLOBAL",
@@ -200,6 +201,8 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
       GIT_CONFIG_NOSYSTEM: "1",
       GIT_CONFIG_GLOBAL: "/dev/null",
       GIT_ASKPASS: askpass,
+      // Only these transports, whatever a URL or a config says (no ext::, fd::, ...).
+      GIT_ALLOW_PROTOCOL: "file:git:http:https:ssh",
       GCM_INTERACTIVE: "never"
     }
 
@@ -267,6 +270,8 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
       if (credentials === undefined || Redacted.value(credentials.token).length === 0) {
         return Effect.succeed({ auth: undefined, credentials: undefined })
       }
+      // A local repository needs no authentication: the token is simply not used.
+      if (remote._tag === "local") return Effect.succeed({ auth: undefined, credentials: undefined })
       if (remote._tag !== "http") {
         return Effect.fail(
           new VcsError({ operation, message: "token credentials can only be used with an http(s) repository URL" })

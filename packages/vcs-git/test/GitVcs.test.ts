@@ -139,6 +139,15 @@ layer(TestLayer, { excludeTestServices: true })("GitVcs", (it) => {
         assert.instanceOf(badRef, VcsError)
         const badDepth = yield* vcs.checkout({ url: origin.bare, depth: 0, into: fresh("x") }).pipe(Effect.flip)
         assert.include(badDepth.message, "depth")
+        // Transports beyond file/git/http(s)/ssh are refused by git (GIT_ALLOW_PROTOCOL).
+        const marker = sb.path("ext-ran")
+        const ext = yield* vcs.checkout({ url: `ext::sh -c touch% ${marker}`, into: fresh("x") }).pipe(Effect.flip)
+        assert.instanceOf(ext, VcsError)
+        assert.isFalse(exists(marker))
+        const sshToken = yield* vcs
+          .checkout({ url: "ssh://git@127.0.0.1:1/repo.git", into: fresh("x"), credentials: creds(TOKEN) })
+          .pipe(Effect.flip)
+        assert.include(sshToken.message, "http(s)")
       })
     )
   })
