@@ -93,6 +93,11 @@ describe("guest backend (QuickJS)", () => {
     expect(await run({ source: "function ExecuteAgent(p) { return p + '!' }", prompt: "alive" })).toBe("alive!")
   })
 
+  it("a guest cannot catch its own interruption", async () => {
+    const source = "function ExecuteAgent() { for (;;) { try { for (;;) {} } catch (e) {} } }"
+    expect((await failure({ source, prompt: "", timeoutMs: 300 })).reason).toBe("timeout")
+  })
+
   it("a guest that awaits forever is stopped by the timeout", async () => {
     const source = `async function ExecuteAgent() { await new Promise(() => {}) }`
     const err = await failure({ source, prompt: "", timeoutMs: 300 })
