@@ -408,7 +408,18 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
             const demux = new FrameDemuxer()
             output = chunks.pipe(
               Stream.map((chunk) => demux.push(chunk)),
-              Stream.flattenIterable
+              Stream.flattenIterable,
+              Stream.concat(
+                Stream.suspend(() =>
+                  demux.truncated
+                    ? Stream.make<Array<ExecEvent>>({
+                        _tag: "note",
+                        kind: "output-truncated",
+                        message: "the engine's output stream ended inside a frame"
+                      })
+                    : Stream.empty
+                )
+              )
             )
           }
           const exited = Effect.gen(function* () {
