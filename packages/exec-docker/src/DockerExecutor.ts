@@ -54,6 +54,8 @@ export interface DockerExecutorConfig {
   readonly secretShell?: string
   /** Run `docker-init` as PID 1 (forwards signals, reaps zombies). Default true. */
   readonly init?: boolean
+  /** How long `layer` waits for the engine's answer to a ping. Default 10000 ms. */
+  readonly connectTimeoutMs?: number
   /** Remove containers left behind by an earlier process with the same `runnerId`. Default true. */
   readonly reapOrphans?: boolean
 }
@@ -206,7 +208,7 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
           new ExecError({ executor: EXECUTOR, message: `${what} failed (${endpoint}): ${describeCause(cause)}`, cause })
       })
 
-    yield* Effect.tryPromise({
+    const pinged = yield* Effect.tryPromise({
       try: () => docker.ping(),
       catch: (cause) =>
         new ExecError({
@@ -214,7 +216,13 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
           message: `Docker Engine unreachable at ${endpoint}: ${describeCause(cause)}`,
           cause
         })
-    })
+    }).pipe(Effect.timeoutOption(config.connectTimeoutMs ?? 10_000))
+    if (pinged._tag === "None") {
+      return yield* new ExecError({
+        executor: EXECUTOR,
+        message: `Docker Engine unreachable at ${endpoint}: no answer within ${config.connectTimeoutMs ?? 10_000} ms`
+      })
+    }
 
     if (config.reapOrphans !== false) {
       const orphans = yield* call("listing orphan containers", () =>
@@ -319,11 +327,7 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
     const stopContainer = (container: Docker.Container) =>
       Effect.gen(function* () {
         yield* call("SIGTERM", () => container.kill({ signal: "SIGTERM" })).pipe(Effect.ignore)
-        const stopped = yield* call("waiting for stop", () => container.wait()).pipe(
-          Effect.timeoutOption(grace),
-          Effect.ignore
-        )
-        void stopped
+        yield* call("waiting for stop", () => container.wait()).pipe(Effect.timeoutOption(grace), Effect.ignore)
         const info = yield* call("inspect", () => container.inspect()).pipe(Effect.option)
         if (info._tag === "Some" && info.value.State.Running) {
           yield* call("SIGKILL", () => container.kill({ signal: "SIGKILL" })).pipe(Effect.ignore)
@@ -359,7 +363,10 @@ export const make = (config: DockerExecutorConfig): Effect.Effect<Executor["Serv
           const createOptions = containerOptions(spec, image, info, channel)
           const state = { finished: false, timedOut: false }
           const container = yield* Effect.acquireRelease(
-            call(`creating a container from ${image}`, () => docker.createContainer(createOptions)),
+            call(`creating a container from ${image}`, () => docker.createContainer(createOptions)).pipe(
+              // the image went away since it was cached: forget it so the next run checks again
+              Effect.tapError(() => Effect.sync(() => imageCache.delete(image)))
+            ),
             (c) =>
               Effect.gen(function* () {
                 if (!state.finished) yield* stopContainer(c)

@@ -1,4 +1,5 @@
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { type AddressInfo, createServer, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type ExecEvent, Executor, maskStream, SecretMasker } from "@runlane/core"
@@ -551,6 +552,32 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       } finally {
         if (saved === undefined) delete process.env.DOCKER_HOST
         else process.env.DOCKER_HOST = saved
+      }
+    })
+
+    it("an engine that never answers is an ExecError after connectTimeoutMs", async () => {
+      const sockets: Array<Socket> = []
+      const silent = createServer((socket) => sockets.push(socket))
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+      const port = (silent.address() as AddressInfo).port
+      try {
+        const exit = await Effect.runPromiseExit(
+          Effect.gen(function* () {
+            yield* Executor
+          }).pipe(
+            Effect.provide(
+              DockerExecutor.layer(
+                baseConfig({ connection: { host: "127.0.0.1", port, protocol: "http" }, connectTimeoutMs: 300 })
+              )
+            )
+          )
+        )
+        const error = failureOf(exit) as { _tag: string; message: string }
+        expect(error._tag).toBe("ExecError")
+        expect(error.message).toBe(`Docker Engine unreachable at http://127.0.0.1:${port}: no answer within 300 ms`)
+      } finally {
+        for (const socket of sockets) socket.destroy()
+        await new Promise((resolve) => silent.close(resolve))
       }
     })
 
