@@ -10,7 +10,6 @@ const available = await requireService("PostgreSQL", () => tcpReachable(PG_PORT)
 const SCHEMA = "rl_queue"
 let counter = 0
 const freshQueue = () => `pq-${process.pid}-${++counter}`
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe.skipIf(!available)("PostgresQueue specifics", () => {
   // One database; the runtime holds the client, queues are built per test on it.
