@@ -1,7 +1,9 @@
+import { spawn } from "node:child_process"
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { type AddressInfo, createServer, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { type ExecEvent, Executor, maskStream, SecretMasker } from "@runlane/core"
 import { type DockerExecSpec, DockerExecutor } from "@runlane/exec-docker"
 import { requireService, tcpReachable } from "@runlane/testkit"
@@ -238,6 +240,34 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       )
       expect(events.map((e) => e._tag)).toEqual(["started", "output"])
       expect(await containersWithLabel(`runlane.job=${job}`)).toEqual([])
+    })
+
+    it("a runner killed mid-job leaves a labelled container that its successor reaps", async () => {
+      const dead = `dead-${runnerId}`
+      const job = uniqueJob("dead-runner")
+      const fixture = fileURLToPath(new URL("./fixtures/runner-that-dies.ts", import.meta.url))
+      const child = spawn(process.execPath, ["--conditions=source", fixture, dead, job], {
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (d: Buffer) => d.toString().includes("running") && resolve())
+        child.on("exit", (code) => reject(new Error(`fixture exited early (${code})`)))
+      })
+      child.kill("SIGKILL")
+      await new Promise((resolve) => child.once("close", resolve))
+      try {
+        // SIGKILL runs no finalizer: the container outlives its runner
+        expect(await containersWithLabel(`runlane.job=${job}`)).toHaveLength(1)
+        await Effect.runPromise(
+          Effect.gen(function* () {
+            yield* Executor
+          }).pipe(Effect.provide(DockerExecutor.layer(baseConfig({ runnerId: dead, reapOrphans: true }))))
+        )
+        expect(await containersWithLabel(`runlane.job=${job}`)).toEqual([])
+      } finally {
+        const left = await containersWithLabel(`runlane.runner=${dead}`)
+        if (left.length > 0) await dockerCli("rm", "-f", ...left)
+      }
     })
 
     it("reaps this runner's orphans at start-up, and only this runner's", async () => {
