@@ -1,273 +1,126 @@
+import { Worker } from "node:worker_threads"
 import { Effect } from "effect"
-import {
-  getQuickJS,
-  type QuickJSContext,
-  type QuickJSDeferredPromise,
-  type QuickJSHandle,
-  type QuickJSRuntime,
-  type QuickJSWASMModule
-} from "quickjs-emscripten"
-import { type McpOrigin, parseMcpOrigin, sameOrigin } from "./McpOrigin.ts"
+import { type GuestAgentOptions, Stop } from "./GuestCore.ts"
+import type { GuestReply, GuestRequest } from "./GuestWorker.ts"
 import { GuestFailure } from "./SandboxErrors.ts"
 
-/**
- * The `guest` backend: Hyperlight's programming model, in process. The agent is JavaScript run
- * by QuickJS compiled to WebAssembly. It has no ambient I/O (no fetch, no fs, no timers, no
- * console); it reaches the world only through the three host functions of the original's
- * Hyperlight host, each returning a Promise:
- *
- * - `InitializeMCPConnection(url)`: refused unless scheme, host and port equal the allowed MCP URL
- *   (and always refused when there is none).
- * - `GetMCPTools()`: GET `<mcp origin>/tools`, resolves to the body text.
- * - `ExecuteMCPTool(name, argsJson)`: POST `<mcp origin>/tools/<name>` (JSON body), resolves to the body text.
- *
- * The host calls the agent's global `ExecuteAgent(prompt, mcpUrl)` (sync or async) and takes its
- * result as a string.
- */
-export interface GuestAgentOptions {
-  /** The agent's JavaScript source; it must define a global function `ExecuteAgent`. */
-  readonly source: string
-  readonly prompt: string
-  /** The one MCP server the agent may reach; undefined = all network access refused. */
-  readonly mcpUrl?: string | undefined
-  /** QuickJS heap limit (default 64 MiB). */
-  readonly memoryBytes?: number | undefined
-  /** Wall-clock limit for create + ExecuteAgent (default 30 s). */
-  readonly timeoutMs?: number | undefined
-  /** Called for every refused host-function call (kind `network-refused`). */
-  readonly onNote?: ((kind: string, message: string) => void) | undefined
+export {
+  DEFAULT_AGENT_SOURCE,
+  DEFAULT_GUEST_MEMORY,
+  DEFAULT_GUEST_TIMEOUT_MS,
+  type GuestAgentOptions
+} from "./GuestCore.ts"
+
+/** After the deadline, a guest thread that has not answered is terminated after this long. */
+const TERMINATE_GRACE_MS = 1000
+/** Warm guest threads kept for the next runs. */
+const MAX_IDLE_WORKERS = 4
+
+const workerUrl = new URL(import.meta.url.endsWith(".ts") ? "./GuestWorker.ts" : "./GuestWorker.js", import.meta.url)
+
+interface GuestThread {
+  readonly worker: Worker
+  readonly ready: Promise<void>
+  broken: boolean
 }
 
-export const DEFAULT_GUEST_MEMORY = 64 * 1024 * 1024
-export const DEFAULT_GUEST_TIMEOUT_MS = 30_000
+const idle: Array<GuestThread> = []
 
-/** The original's guest (`guest/src/lib.rs`), as a QuickJS agent: lists the MCP tools and reports. */
-export const DEFAULT_AGENT_SOURCE = `
-async function ExecuteAgent(prompt, mcpUrl) {
-  let tools = "(no MCP server)"
-  if (mcpUrl !== "") {
-    await InitializeMCPConnection(mcpUrl)
-    tools = await GetMCPTools()
-  }
-  return "Agent processed prompt: '" + prompt + "'\\nAvailable tools: " + tools + "\\n\\nAgent is running securely in Hyperlight guest!"
-}
-`
-
-let modulePromise: Promise<QuickJSWASMModule> | undefined
-const loadModule = (): Promise<QuickJSWASMModule> => {
-  modulePromise ??= getQuickJS()
-  return modulePromise
-}
-
-class Stop extends Error {
-  readonly reason: "timeout" | "oom" | "exception" | "invalid-agent"
-  constructor(reason: "timeout" | "oom" | "exception" | "invalid-agent", message: string) {
-    super(message)
-    this.reason = reason
-  }
-}
-
-const errorText = (ctx: QuickJSContext, handle: QuickJSHandle): string => {
-  const dumped: unknown = ctx.dump(handle)
-  if (dumped && typeof dumped === "object" && "message" in dumped) {
-    const d = dumped as { name?: unknown; message?: unknown }
-    return `${typeof d.name === "string" ? `${d.name}: ` : ""}${String(d.message)}`
-  }
-  return String(dumped)
-}
-
-const isOutOfMemory = (message: string): boolean => /out of memory/i.test(message)
-
-/** Runs the agent once in a fresh QuickJS runtime; rejects with `Stop`. */
-const runOnce = async (opts: GuestAgentOptions, signal: AbortSignal): Promise<string> => {
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_GUEST_TIMEOUT_MS
-  const deadline = Date.now() + timeoutMs
-  const allowed: McpOrigin | undefined = opts.mcpUrl ? parseMcpOrigin(opts.mcpUrl) : undefined
-  if (opts.mcpUrl && !allowed) throw new Stop("invalid-agent", `Invalid MCP connection URL: ${opts.mcpUrl}`)
-  const QuickJS = await loadModule()
-  const runtime: QuickJSRuntime = QuickJS.newRuntime()
-  const aborter = new AbortController()
-  const onAbort = () => aborter.abort()
-  signal.addEventListener("abort", onAbort)
-  const timer = setTimeout(() => aborter.abort(), Math.max(0, deadline - Date.now()))
-  const pending = new Set<QuickJSDeferredPromise>()
-  let ctx: QuickJSContext | undefined
-  let wake: (() => void) | undefined
-  const stopped = (): boolean => aborter.signal.aborted || Date.now() > deadline
-  try {
-    runtime.setMemoryLimit(opts.memoryBytes ?? DEFAULT_GUEST_MEMORY)
-    runtime.setMaxStackSize(1024 * 1024)
-    runtime.setInterruptHandler(() => stopped())
-    const vm = runtime.newContext()
-    ctx = vm
-
-    const refuse = (message: string): never => {
-      opts.onNote?.("network-refused", message)
-      throw new Error(message)
+const startThread = (): GuestThread => {
+  const worker = new Worker(workerUrl)
+  const thread: GuestThread = { worker, ready: Promise.resolve(), broken: false }
+  const ready = new Promise<void>((resolve, reject) => {
+    const onMessage = (m: GuestReply) => {
+      if (m.type !== "ready") return
+      worker.off("message", onMessage)
+      resolve()
     }
-    const requireMcp = (): McpOrigin => allowed ?? refuse("Network access not allowed: no MCP server configured")
-
-    /** Bridges a host Promise to a guest Promise; settles wake the host loop. */
-    const async = (work: () => Promise<string>): QuickJSHandle => {
-      const deferred = vm.newPromise()
-      pending.add(deferred)
-      work().then(
-        (text) => {
-          if (!deferred.alive) return
-          const h = vm.newString(text)
-          deferred.resolve(h)
-          h.dispose()
-        },
-        (e: unknown) => {
-          if (!deferred.alive) return
-          const h = vm.newError(e instanceof Error ? e.message : String(e))
-          deferred.reject(h)
-          h.dispose()
-        }
-      )
-      void deferred.settled.then(() => {
-        pending.delete(deferred)
-        wake?.()
-      })
-      return deferred.handle
-    }
-
-    const http = async (url: URL, init: RequestInit): Promise<string> => {
-      const res = await fetch(url, { ...init, signal: aborter.signal, redirect: "manual" })
-      return await res.text()
-    }
-
-    const init = vm.newFunction("InitializeMCPConnection", (urlH) => {
-      const raw = urlH ? vm.getString(urlH) : ""
-      return async(async () => {
-        const target = parseMcpOrigin(raw)
-        if (!target) throw new Error(`Invalid URL: ${raw}`)
-        if (!allowed) return refuse(`Network access not allowed: blocked connection to ${target.url.origin}`)
-        if (!sameOrigin(target, allowed))
-          return refuse(
-            `Unauthorized network access: blocked ${target.url.origin}, only ${allowed.url.origin} is allowed`
-          )
-        return ""
-      })
+    worker.on("message", onMessage)
+    worker.once("error", (e) => {
+      thread.broken = true
+      reject(e)
     })
-    const tools = vm.newFunction("GetMCPTools", () =>
-      async(async () => {
-        const mcp = requireMcp()
-        return http(new URL("/tools", mcp.url), { method: "GET" })
-      })
-    )
-    const exec = vm.newFunction("ExecuteMCPTool", (nameH, argsH) => {
-      const name = nameH ? vm.getString(nameH) : ""
-      const args = argsH ? vm.getString(argsH) : ""
-      return async(async () => {
-        const mcp = requireMcp()
-        return http(new URL(`/tools/${encodeURIComponent(name)}`, mcp.url), {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: args
-        })
-      })
+    worker.once("exit", () => {
+      thread.broken = true
+      reject(new Error("guest thread exited"))
     })
-    for (const [name, fn] of [
-      ["InitializeMCPConnection", init],
-      ["GetMCPTools", tools],
-      ["ExecuteMCPTool", exec]
-    ] as const) {
-      vm.setProp(vm.global, name, fn)
-      fn.dispose()
-    }
-    // Leave the guest no way to reach wasm/host internals beyond the above (QuickJS has none by default).
-
-    const fail = (handle: QuickJSHandle, phase: string): never => {
-      const message = errorText(vm, handle)
-      handle.dispose()
-      if (stopped()) throw new Stop("timeout", `guest stopped after ${timeoutMs} ms`)
-      if (isOutOfMemory(message)) throw new Stop("oom", `guest exceeded its memory limit: ${message}`)
-      throw new Stop(phase === "load" ? "invalid-agent" : "exception", message)
-    }
-
-    const loaded = vm.evalCode(opts.source, "agent.js")
-    if (loaded.error) fail(loaded.error, "load")
-    else loaded.value.dispose()
-
-    const fnH = vm.getProp(vm.global, "ExecuteAgent")
-    if (vm.typeof(fnH) !== "function") {
-      fnH.dispose()
-      throw new Stop("invalid-agent", "the agent does not define a function ExecuteAgent(prompt, mcpUrl)")
-    }
-    const promptH = vm.newString(opts.prompt)
-    const urlH = vm.newString(opts.mcpUrl ?? "")
-    const called = vm.callFunction(fnH, vm.undefined, promptH, urlH)
-    fnH.dispose()
-    promptH.dispose()
-    urlH.dispose()
-    if (called.error) return fail(called.error, "call")
-    const resultH = called.value
-
-    // Drive the guest's promise: run its jobs, then wait for a host call to settle.
-    for (;;) {
-      const jobs = runtime.executePendingJobs()
-      if (jobs.error) {
-        resultH.dispose()
-        return fail(jobs.error, "call")
-      }
-      const state = vm.getPromiseState(resultH)
-      if (state.type === "fulfilled") {
-        const value = state.value
-        const text = vm.typeof(value) === "string" ? vm.getString(value) : (JSON.stringify(vm.dump(value)) ?? "")
-        if (!state.notAPromise) value.dispose()
-        resultH.dispose()
-        return text
-      }
-      if (state.type === "rejected") {
-        resultH.dispose()
-        return fail(state.error, "call")
-      }
-      if (stopped()) {
-        resultH.dispose()
-        throw new Stop("timeout", `guest stopped after ${timeoutMs} ms`)
-      }
-      if (pending.size === 0 && !runtime.hasPendingJob()) {
-        resultH.dispose()
-        throw new Stop("exception", "ExecuteAgent returned a promise that can never settle")
-      }
-      await new Promise<void>((resolve) => {
-        wake = resolve
-        aborter.signal.addEventListener("abort", () => resolve(), { once: true })
-        if (runtime.hasPendingJob()) resolve()
-      })
-      wake = undefined
-    }
-  } catch (e) {
-    if (e instanceof Stop) throw e
-    const message = e instanceof Error ? e.message : String(e)
-    if (isOutOfMemory(message)) throw new Stop("oom", `guest exceeded its memory limit: ${message}`)
-    if (stopped()) throw new Stop("timeout", `guest stopped after ${timeoutMs} ms`)
-    throw new Stop("exception", message)
-  } finally {
-    clearTimeout(timer)
-    signal.removeEventListener("abort", onAbort)
-    aborter.abort()
-    for (const d of pending) if (d.alive) d.dispose()
-    try {
-      ctx?.dispose()
-      runtime.dispose()
-    } catch {
-      // A runtime stopped mid-allocation may not free cleanly: drop this WASM module and
-      // load a fresh one for the next guest, so a broken heap is never reused.
-      modulePromise = undefined
-    }
-  }
+  })
+  ready.catch(() => {})
+  return Object.assign(thread, { ready })
 }
+
+const release = (thread: GuestThread): void => {
+  if (!thread.broken && idle.length < MAX_IDLE_WORKERS) {
+    thread.worker.unref()
+    idle.push(thread)
+  } else void thread.worker.terminate()
+}
+
+let nextId = 0
+
+/** Runs one guest on a pooled thread; rejects with `Stop`. */
+const runOnThread = (opts: GuestAgentOptions, signal: AbortSignal): Promise<string> =>
+  new Promise<string>((resolve, reject) => {
+    const thread = idle.pop() ?? startThread()
+    const { worker } = thread
+    worker.ref()
+    const id = nextId++
+    const timeoutMs = opts.timeoutMs ?? 30_000
+    let settled = false
+    let killer: ReturnType<typeof setTimeout> | undefined
+    const finish = (outcome: { text: string } | { stop: Stop }, keep: boolean) => {
+      if (settled) return
+      settled = true
+      clearTimeout(backstop)
+      if (killer !== undefined) clearTimeout(killer)
+      signal.removeEventListener("abort", onAbort)
+      worker.off("message", onMessage)
+      worker.off("error", onError)
+      worker.off("exit", onExit)
+      if (keep) release(thread)
+      else {
+        thread.broken = true
+        void worker.terminate()
+      }
+      if ("text" in outcome) resolve(outcome.text)
+      else reject(outcome.stop)
+    }
+    const onMessage = (m: GuestReply) => {
+      if (m.type === "note" && m.id === id) opts.onNote?.(m.kind, m.message)
+      else if (m.type === "done" && m.id === id) finish({ text: m.text }, true)
+      else if (m.type === "failed" && m.id === id) finish({ stop: new Stop(m.reason, m.message) }, true)
+    }
+    const onError = (e: Error) => {
+      const oom = (e as NodeJS.ErrnoException).code === "ERR_WORKER_OUT_OF_MEMORY"
+      finish({ stop: new Stop(oom ? "oom" : "exception", `guest thread failed: ${e.message}`) }, false)
+    }
+    const onExit = () => finish({ stop: new Stop("exception", "guest thread exited") }, false)
+    const hardStop = (why: string) =>
+      finish({ stop: new Stop("timeout", `guest did not stop (${why}); its thread was terminated`) }, false)
+    // The guest's own interrupt handler stops it at the deadline; if its thread does not answer
+    // shortly after, the thread is terminated, as a VM would be killed.
+    const backstop = setTimeout(() => hardStop(`deadline of ${timeoutMs} ms`), timeoutMs + TERMINATE_GRACE_MS)
+    const onAbort = () => {
+      worker.postMessage({ type: "abort", id } satisfies GuestRequest)
+      killer ??= setTimeout(() => hardStop("interrupted"), TERMINATE_GRACE_MS)
+    }
+    worker.on("message", onMessage)
+    worker.on("error", onError)
+    worker.on("exit", onExit)
+    signal.addEventListener("abort", onAbort, { once: true })
+    const { onNote: _onNote, ...plain } = opts
+    worker.postMessage({ type: "run", id, opts: plain } satisfies GuestRequest)
+  })
 
 /**
- * Creates a fresh guest, registers the host functions and calls `ExecuteAgent(prompt, mcpUrl)`.
- * A guest that loops forever is interrupted at its deadline; one that allocates without end hits
- * the memory limit; the runner goes on either way.
+ * Creates a fresh guest (a new QuickJS runtime on a warm guest thread), registers the host
+ * functions and calls `ExecuteAgent(prompt, mcpUrl)`. A guest that loops forever is interrupted
+ * at its deadline (and its thread terminated if it does not stop); one that allocates without end
+ * hits the memory limit; the runner's own thread is never blocked by a guest.
  */
 export const runGuestAgent = (opts: GuestAgentOptions): Effect.Effect<string, GuestFailure> =>
   Effect.tryPromise({
-    try: (signal) => runOnce(opts, signal),
+    try: (signal) => runOnThread(opts, signal),
     catch: (e) =>
       e instanceof Stop
         ? new GuestFailure({ reason: e.reason, message: e.message })

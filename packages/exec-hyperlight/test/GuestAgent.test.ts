@@ -93,6 +93,19 @@ describe("guest backend (QuickJS)", () => {
     expect(await run({ source: "function ExecuteAgent(p) { return p + '!' }", prompt: "alive" })).toBe("alive!")
   })
 
+  it("a busy guest does not hold the runner's event loop", async () => {
+    let ticks = 0
+    const timer = setInterval(() => ticks++, 10)
+    try {
+      const err = await failure({ source: "function ExecuteAgent() { for (;;) {} }", prompt: "", timeoutMs: 600 })
+      expect(err.reason).toBe("timeout")
+    } finally {
+      clearInterval(timer)
+    }
+    // In-thread, the loop would have blocked every tick until the deadline.
+    expect(ticks).toBeGreaterThanOrEqual(5)
+  })
+
   it("a guest cannot catch its own interruption", async () => {
     const source = "function ExecuteAgent() { for (;;) { try { for (;;) {} } catch (e) {} } }"
     expect((await failure({ source, prompt: "", timeoutMs: 300 })).reason).toBe("timeout")
