@@ -1,0 +1,320 @@
+import { execFileSync } from "node:child_process"
+import { createHash, X509Certificate } from "node:crypto"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import * as http2 from "node:http2"
+import type { AddressInfo } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import type { ConnectRouter } from "@connectrpc/connect"
+import { connectNodeAdapter } from "@connectrpc/connect-node"
+import { Schema } from "effect"
+import type { AirunnerServices } from "./AirunnerServices.ts"
+import { JobEventsService, JobService } from "./gen/job/v1/job_pb.ts"
+import type { JwtVerifier } from "./JwtAuth.ts"
+
+/** The server could not start (certificate files, self-signed generation, listen). */
+export class ServerStartError extends Schema.TaggedError<ServerStartError>()("ServerStartError", {
+  message: Schema.String
+}) {}
+
+export type LogFn = (
+  level: "debug" | "info" | "warn" | "error",
+  message: string,
+  fields?: Record<string, unknown>
+) => void
+
+export interface AirunnerServerOptions {
+  readonly services: AirunnerServices
+  /** `host:port` (port 0 picks a free one). */
+  readonly listen: string
+  /** PEM files; used only when both are set. */
+  readonly certFile?: string | undefined
+  readonly keyFile?: string | undefined
+  /** The one allowed CORS origin (compared case-insensitively; `*` is a wildcard). */
+  readonly hostname?: string
+  /** JWT verifier, or `undefined` for `--no-auth`. */
+  readonly auth: JwtVerifier | undefined
+  readonly log?: LogFn
+}
+
+export interface RunningServer {
+  readonly server: http2.Http2SecureServer
+  readonly port: number
+  readonly url: string
+  /** The PEM certificate served (the generated one when no files were given). */
+  readonly certPem: string
+  readonly close: () => Promise<void>
+}
+
+export interface SelfSigned {
+  readonly certPem: string
+  readonly keyPem: string
+  readonly fingerprint: string
+}
+
+/**
+ * A fresh self-signed certificate as the original makes it: RSA 2048, serial 1, CN localhost,
+ * SAN IP 127.0.0.1 and ::1 only, valid 24 h, digital signature + key encipherment, server auth.
+ * Made with the `openssl` CLI (no private key leaves the temp dir, which is removed at once).
+ */
+export const selfSignedCertificate = (): SelfSigned => {
+  const dir = mkdtempSync(join(tmpdir(), "airunner-cert-"))
+  try {
+    const keyFile = join(dir, "key.pem")
+    const certFile = join(dir, "cert.pem")
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        keyFile,
+        "-out",
+        certFile,
+        "-days",
+        "1",
+        "-set_serial",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,IP:::1",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE"
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] }
+    )
+    const certPem = readFileSync(certFile, "utf8")
+    const keyPem = readFileSync(keyFile, "utf8")
+    const fingerprint = createHash("sha256").update(new X509Certificate(certPem).raw).digest("hex")
+    return { certPem, keyPem, fingerprint }
+  } catch (error) {
+    throw new ServerStartError({ message: `failed to generate self-signed certificate: ${String(error)}` })
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const ALLOWED_HEADERS = new Set([
+  "content-type",
+  "connect-protocol-version",
+  "connect-timeout-ms",
+  "grpc-timeout",
+  "x-grpc-web",
+  "x-user-agent",
+  "authorization"
+])
+const EXPOSED = "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin"
+
+const originMatches = (allowed: string, origin: string): boolean => {
+  const a = allowed.toLowerCase()
+  const o = origin.toLowerCase()
+  const star = a.indexOf("*")
+  if (star < 0) return a === o
+  const head = a.slice(0, star)
+  const tail = a.slice(star + 1)
+  return o.length >= head.length + tail.length && o.startsWith(head) && o.endsWith(tail)
+}
+
+/** Go's percent-encoding of grpc-message (bytes outside printable ASCII and `%`). */
+const grpcMessage = (message: string): string =>
+  [...Buffer.from(message, "utf8")]
+    .map((b) =>
+      b < 0x20 || b > 0x7e || b === 0x25 ? `%${b.toString(16).toUpperCase().padStart(2, "0")}` : String.fromCharCode(b)
+    )
+    .join("")
+
+type Req = http2.Http2ServerRequest
+type Res = http2.Http2ServerResponse
+
+/** Answers a refused request with `unauthenticated` in the caller's protocol. */
+const refuse = (req: Req, res: Res, message: string) => {
+  const contentType = (req.headers["content-type"] ?? "").toLowerCase()
+  if (contentType.startsWith("application/grpc")) {
+    // gRPC and gRPC-Web: a trailers-only response.
+    res.writeHead(200, {
+      "content-type": contentType.startsWith("application/grpc-web")
+        ? "application/grpc-web+proto"
+        : "application/grpc",
+      "grpc-status": "16",
+      "grpc-message": grpcMessage(message)
+    })
+    res.end()
+    return
+  }
+  const error = { code: "unauthenticated", message }
+  if (contentType.startsWith("application/connect+")) {
+    const body = Buffer.from(JSON.stringify({ error }))
+    const frame = Buffer.alloc(5 + body.length)
+    frame[0] = 0b10
+    frame.writeUInt32BE(body.length, 1)
+    body.copy(frame, 5)
+    res.writeHead(200, { "content-type": contentType })
+    res.end(frame)
+    return
+  }
+  const body = JSON.stringify(error)
+  res.writeHead(401, { "content-type": "application/json" })
+  res.end(body)
+}
+
+/**
+ * Serves airunner's two services on one TLS port: HTTP/2 by ALPN plus HTTP/1.1, Connect, gRPC
+ * and gRPC-Web, binary and JSON. Order as the original: CORS → auth (all but `/health`) → routes.
+ */
+export const startAirunnerServer = async (options: AirunnerServerOptions): Promise<RunningServer> => {
+  const log: LogFn = options.log ?? (() => undefined)
+  let certPem: string
+  let keyPem: string
+  if (
+    options.certFile !== undefined &&
+    options.certFile !== "" &&
+    options.keyFile !== undefined &&
+    options.keyFile !== ""
+  ) {
+    try {
+      certPem = readFileSync(options.certFile, "utf8")
+      keyPem = readFileSync(options.keyFile, "utf8")
+    } catch (error) {
+      throw new ServerStartError({ message: `failed to load certificate: ${(error as Error).message}` })
+    }
+  } else {
+    const generated = selfSignedCertificate()
+    certPem = generated.certPem
+    keyPem = generated.keyPem
+    log("info", "generated self-signed certificate", { fingerprint: generated.fingerprint })
+  }
+
+  const routes = (router: ConnectRouter) => {
+    router.service(JobService, options.services.jobService)
+    router.service(JobEventsService, options.services.jobEventsService)
+  }
+  const adapter = connectNodeAdapter({
+    routes,
+    fallback: (_req, res) => {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" })
+      res.end("404 page not found\n")
+    },
+    interceptors: [
+      (next) => async (req) => {
+        const started = performance.now()
+        try {
+          const res = await next(req)
+          if (!res.stream) {
+            log("debug", "rpc call", {
+              procedure: req.url,
+              protocol: req.header.get("content-type"),
+              duration: `${(performance.now() - started).toFixed(3)}ms`
+            })
+          }
+          return res
+        } catch (error) {
+          log("error", req.stream ? "rpc server stream error" : "rpc call", {
+            procedure: req.url,
+            error: String(error)
+          })
+          throw error
+        }
+      }
+    ]
+  })
+  const allowedOrigin = options.hostname ?? "localhost:8993"
+  const auth = options.auth
+
+  const handler = (req: Req, res: Res) => {
+    const origin = req.headers.origin
+    const method = req.method
+    // CORS (rs/cors semantics): preflights never reach auth or handlers.
+    if (method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined) {
+      res.setHeader("vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
+      const requested = String(req.headers["access-control-request-method"]).toUpperCase()
+      const requestedHeaders = req.headers["access-control-request-headers"]
+      const headerList =
+        requestedHeaders === undefined || requestedHeaders === ""
+          ? []
+          : String(requestedHeaders)
+              .split(",")
+              .map((h) => h.trim())
+      const headersOk = headerList.every((h) => ALLOWED_HEADERS.has(h))
+      if (
+        origin !== undefined &&
+        originMatches(allowedOrigin, origin) &&
+        (requested === "GET" || requested === "POST") &&
+        headersOk
+      ) {
+        res.setHeader("access-control-allow-origin", origin)
+        res.setHeader("access-control-allow-methods", requested)
+        if (headerList.length > 0) res.setHeader("access-control-allow-headers", String(requestedHeaders))
+      }
+      res.writeHead(204)
+      res.end()
+      return
+    }
+    res.setHeader("vary", "Origin")
+    if (origin !== undefined && originMatches(allowedOrigin, origin) && (method === "GET" || method === "POST")) {
+      res.setHeader("access-control-allow-origin", origin)
+      res.setHeader("access-control-expose-headers", EXPOSED)
+    }
+    const path = (req.url ?? "/").split("?")[0]
+    if (path === "/health") {
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end('{"status":"ok"}')
+      return
+    }
+    if (auth !== undefined) {
+      const result = auth.check(req.headers.authorization)
+      if (!result.ok) {
+        refuse(req, res, result.message)
+        return
+      }
+    }
+    adapter(req, res)
+  }
+
+  const server = http2.createSecureServer(
+    { cert: certPem, key: keyPem, allowHTTP1: true, minVersion: "TLSv1.2", maxSessionMemory: 64 },
+    handler
+  )
+  server.setTimeout(5 * 60 * 1000)
+  const [host, portText] = splitHostPort(options.listen)
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error) => reject(new ServerStartError({ message: `failed to listen: ${error.message}` })))
+    server.listen(Number(portText), host, () => resolve())
+  })
+  const port = (server.address() as AddressInfo).port
+  const sessions = new Set<http2.ServerHttp2Session>()
+  server.on("session", (session) => {
+    sessions.add(session)
+    session.once("close", () => sessions.delete(session))
+  })
+  return {
+    server,
+    port,
+    url: `https://${host === "" ? "localhost" : host.includes(":") ? `[${host}]` : host}:${port}`,
+    certPem,
+    close: () =>
+      new Promise<void>((resolve) => {
+        options.services.close()
+        for (const session of sessions) session.destroy()
+        server.close(() => resolve())
+        // HTTP/1.1 keep-alive sockets
+        ;(server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
+      })
+  }
+}
+
+/** Splits `host:port` (`[::1]:8993`, `:8993`). */
+export const splitHostPort = (listen: string): [string, string] => {
+  const colon = listen.lastIndexOf(":")
+  if (colon < 0) throw new ServerStartError({ message: `failed to listen: address ${listen}: missing port in address` })
+  let host = listen.slice(0, colon)
+  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1)
+  return [host, listen.slice(colon + 1)]
+}

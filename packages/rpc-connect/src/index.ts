@@ -1,0 +1,6 @@
+export * from "./AirunnerClient.ts"
+export * from "./AirunnerServer.ts"
+export * from "./AirunnerServices.ts"
+export * from "./gen/job/v1/job_pb.ts"
+export * from "./JwtAuth.ts"
+export * from "./WorkerBridge.ts"
