@@ -2,6 +2,7 @@ import { readFileSync, symlinkSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, layer } from "@effect/vitest"
 import { PushRejected, VcsError } from "@runlane/core"
+import { ProcessExecutor } from "@runlane/exec-process"
 import {
   branchFor,
   CommandFailed,
@@ -14,7 +15,6 @@ import {
 } from "@runlane/vcs-git"
 import { Effect, Layer, Redacted } from "effect"
 import { afterAll, beforeAll } from "vitest"
-import * as TestExecutor from "./support/ChildProcessExecutor.ts"
 import { exists, filesContaining, makeOrigin, makeSandbox, type OriginRepo } from "./support/fixtures.ts"
 import { type GitHttpServer, startGitHttpServer } from "./support/GitHttpServer.ts"
 
@@ -80,7 +80,7 @@ const collect = () => {
 
 const root = sb.path("jobs")
 const keptRoot = sb.path("kept")
-const Base = Layer.mergeAll(GitVcs.layer({ timeoutMs: 60_000 }), TestExecutor.layer)
+const Base = Layer.mergeAll(GitVcs.layer({ timeoutMs: 60_000 }), ProcessExecutor.layer())
 const Cleaning = Layer.merge(Base, Workspace.layer({ root, cleanup: true }))
 const Keeping = Layer.merge(Base, Workspace.layer({ root: keptRoot, cleanup: false }))
 
