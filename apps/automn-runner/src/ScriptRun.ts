@@ -1,0 +1,290 @@
+import { execFileSync } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import { existsSync } from "node:fs"
+import { mkdir, unlink, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { type ExecEvent, type ExecSpec, Executor, type SecretMasker } from "@runlane/core"
+import { Deferred, Effect, Stream } from "effect"
+import type { Executables } from "./Config.ts"
+import { type AutomnLog, type AutomnNotification, RETURN_MARKER, resultFields } from "./Markers.ts"
+import { type Language, scriptSource, usesEsmSyntax } from "./Preambles.ts"
+
+/** The `data` of the final `result` frame (contract 3.5). */
+export interface RunResult {
+  readonly runId: string
+  readonly stdout: string
+  readonly stderr: string
+  readonly code: number
+  readonly duration: number
+  readonly returnData: unknown
+  readonly automnLogs: ReadonlyArray<AutomnLog>
+  readonly automnNotifications: ReadonlyArray<AutomnNotification>
+  readonly input: unknown
+}
+
+export interface RunInput {
+  readonly runId: string
+  readonly script: Readonly<Record<string, unknown>>
+  readonly reqBody: unknown
+}
+
+export interface RunContext {
+  readonly scriptsDir: string
+  readonly workdirDir: string
+  readonly executables: Executables
+  /** The environment scripts start from (the runner's, without its secrets: decision 5). */
+  readonly baseEnv: Readonly<Record<string, string>>
+  readonly masker: SecretMasker
+}
+
+/** After a return marker, a script still running this long later is terminated. */
+export const RETURN_GRACE_MS = 300
+
+const LANGUAGES: ReadonlySet<string> = new Set(["node", "python", "powershell", "shell"])
+
+const commandWorks = (command: string, args: ReadonlyArray<string>): boolean => {
+  try {
+    execFileSync(command, [...args], { stdio: "ignore", timeout: 5000 })
+    return true
+  } catch {
+    return false
+  }
+}
+
+const resolved = new Map<string, string | null>()
+const firstWorking = (key: string, candidates: ReadonlyArray<string>, args: ReadonlyArray<string>): string | null => {
+  const cacheKey = `${key}\0${candidates.join("\0")}`
+  const cached = resolved.get(cacheKey)
+  if (cached !== undefined) return cached
+  const found = candidates.find((candidate) => commandWorks(candidate, args)) ?? null
+  resolved.set(cacheKey, found)
+  return found
+}
+
+/** `python3` or `python` (or the configured one), the first answering `--version`. */
+export const resolvePython = (preferred: string | null): string | null =>
+  firstWorking("python", [...(preferred === null ? [] : [preferred]), "python3", "python"], ["--version"])
+
+/** `bash`, then `sh` (or the configured one). */
+export const resolveShell = (preferred: string | null): string | null =>
+  firstWorking("shell", [...(preferred === null ? [] : [preferred]), "bash", "sh"], ["-c", "exit 0"])
+
+/** `pwsh`, then `powershell` (or the configured one); null when none is installed. */
+export const resolvePowerShell = (preferred: string | null): string | null =>
+  firstWorking(
+    "powershell",
+    [...(preferred === null ? [] : [preferred]), "pwsh", "powershell"],
+    ["-NoLogo", "-NoProfile", "-NonInteractive", "-Command", "exit 0"]
+  )
+
+/** The original's node folder name: chars outside `[a-zA-Z0-9-_]` become `-`. */
+export const sanitizeIdentifier = (value: string): string => (value || "anonymous").replace(/[^a-zA-Z0-9-_]/g, "-")
+
+/** Deep JSON copy of the input (`{}` when absent). */
+export const cloneInput = (input: unknown): unknown => {
+  try {
+    return JSON.parse(JSON.stringify(input ?? {}))
+  } catch {
+    return input ?? null
+  }
+}
+
+const stringifyInput = (input: unknown): string => {
+  try {
+    return JSON.stringify(input ?? {}) ?? "{}"
+  } catch (error) {
+    return JSON.stringify({ error: "Failed to serialize input payload", message: (error as Error).message })
+  }
+}
+
+const encoder = new TextEncoder()
+/** One NDJSON frame. */
+export const frame = (value: unknown): Uint8Array => encoder.encode(`${JSON.stringify(value)}\n`)
+
+const early = (input: RunInput, stderr: string): RunResult => ({
+  runId: input.runId,
+  stdout: "",
+  stderr,
+  code: 1,
+  duration: 0,
+  returnData: null,
+  automnLogs: [],
+  automnNotifications: [],
+  input: cloneInput(input.reqBody)
+})
+
+interface Prepared {
+  readonly argv: ReadonlyArray<string>
+  readonly cwd: string | undefined
+  readonly file: string
+}
+
+/** Writes the script file and picks the command; `string` is an early failure's stderr. */
+const prepare = async (
+  input: RunInput,
+  context: RunContext,
+  language: Language,
+  code: string
+): Promise<Prepared | string> => {
+  const { script } = input
+  const exe = context.executables
+  if (language === "node") {
+    const id = String(script.id || script.preassignedRunId || input.runId)
+    const folder = join(context.workdirDir, sanitizeIdentifier(id))
+    await mkdir(folder, { recursive: true })
+    const pkg = join(folder, "package.json")
+    if (!existsSync(pkg)) {
+      await writeFile(
+        pkg,
+        `${JSON.stringify({ name: `automn-script-${sanitizeIdentifier(id)}`, private: true, version: "1.0.0" }, null, 2)}\n`
+      )
+    }
+    const file = join(folder, `${randomUUID()}.${usesEsmSyntax(code) ? "mjs" : "cjs"}`)
+    await writeFile(file, scriptSource("node", code, input.runId, exe.node ?? process.execPath))
+    return { argv: [exe.node ?? "node", file], cwd: folder, file }
+  }
+  const command =
+    language === "python"
+      ? resolvePython(exe.python)
+      : language === "shell"
+        ? resolveShell(exe.shell)
+        : (resolvePowerShell(exe.powershell) ?? exe.powershell ?? "pwsh")
+  if (command === null) return "Unsupported language"
+  await mkdir(context.scriptsDir, { recursive: true })
+  const ext = language === "python" ? "py" : language === "shell" ? "sh" : "ps1"
+  const file = join(context.scriptsDir, `${randomUUID()}.${ext}`)
+  await writeFile(file, scriptSource(language, code, input.runId, exe.node ?? process.execPath))
+  const argv =
+    language === "powershell" ? [command, "-NoLogo", "-NoProfile", "-NonInteractive", "-File", file] : [command, file]
+  return { argv, cwd: undefined, file }
+}
+
+/** The script's environment: base + its variables + run id + input JSON (decision 5). */
+const scriptEnv = (input: RunInput, context: RunContext): Record<string, string> => {
+  const env: Record<string, string> = { ...context.baseEnv }
+  const variables = input.script.variables
+  if (Array.isArray(variables)) {
+    for (const variable of variables) {
+      if (variable === null || typeof variable !== "object") continue
+      const { envName, value } = variable as { envName?: unknown; value?: unknown }
+      if (!envName) continue
+      env[String(envName)] = value === null || value === undefined ? "" : String(value)
+    }
+  }
+  env.AUTOMN_RUN_ID = input.runId
+  const json = stringifyInput(input.reqBody)
+  env.AUTOMN_INTERNAL_INPUT_JSON = json
+  env.AUTOMN_INPUT_JSON = json
+  env.INPUT_JSON = json
+  return env
+}
+
+/**
+ * Runs one script and yields its NDJSON frames as they arrive: one `log` frame per masked output
+ * chunk (stdout and stderr in arrival order), then exactly one `result` frame. Interrupting the
+ * stream (the host disconnected) kills the script's process group.
+ */
+export const runScript = (input: RunInput, context: RunContext): Stream.Stream<Uint8Array, never, Executor> =>
+  Stream.unwrap(
+    Effect.gen(function* () {
+      const { script } = input
+      const language = script.language
+      const code = script.code
+      if (!language || typeof code !== "string") {
+        return Stream.make(frame({ type: "result", data: early(input, "Unsupported language") }))
+      }
+      if (typeof language !== "string" || !LANGUAGES.has(language)) {
+        return Stream.make(frame({ type: "result", data: early(input, "Unsupported language") }))
+      }
+      const prepared = yield* Effect.tryPromise(() => prepare(input, context, language as Language, code)).pipe(
+        Effect.catch((error) => Effect.succeed(context.masker.maskString(String(error.cause ?? error.message))))
+      )
+      if (typeof prepared === "string") {
+        return Stream.make(frame({ type: "result", data: early(input, prepared) }))
+      }
+      const executor = yield* Executor
+      const timeoutSeconds = typeof script.timeout === "number" ? script.timeout : Number(script.timeout)
+      const spec: ExecSpec = {
+        argv: prepared.argv,
+        env: scriptEnv(input, context),
+        ...(prepared.cwd === undefined ? {} : { cwd: prepared.cwd }),
+        ...(timeoutSeconds > 0 ? { timeoutMs: Math.max(1, Math.round(timeoutSeconds * 1000)) } : {})
+      }
+      const sawReturn = yield* Deferred.make<void>()
+      const masks = { stdout: context.masker.state(), stderr: context.masker.state() }
+      const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() }
+      let stdout = ""
+      let stderr = ""
+      let exited: Extract<ExecEvent, { _tag: "exited" }> | undefined
+      let spawnError: string | undefined
+      const started = Date.now()
+
+      const text = (stream: "stdout" | "stderr", bytes: Uint8Array, final: boolean): Uint8Array[] => {
+        const decoded = decoders[stream].decode(bytes, { stream: !final })
+        if (decoded === "") return []
+        if (stream === "stdout") {
+          const from = Math.max(0, stdout.length - RETURN_MARKER.length)
+          stdout += decoded
+          if (stdout.indexOf(RETURN_MARKER, from) !== -1) Deferred.doneUnsafe(sawReturn, Effect.void)
+        } else {
+          stderr += decoded
+        }
+        return [frame({ type: "log", line: decoded })]
+      }
+
+      const onEvent = (event: ExecEvent): ReadonlyArray<Uint8Array> => {
+        switch (event._tag) {
+          case "output":
+            return text(event.stream, masks[event.stream].push(event.data), false)
+          case "exited": {
+            exited = event
+            const out = [...text("stdout", masks.stdout.flush(), true), ...text("stderr", masks.stderr.flush(), true)]
+            if (event.reason === "timeout") {
+              stderr += "\nTimeout exceeded."
+              out.push(frame({ type: "log", line: "Timeout exceeded.\n" }))
+            }
+            return out
+          }
+          default:
+            return []
+        }
+      }
+
+      const output = executor.run(spec).pipe(
+        Stream.interruptWhen(Deferred.await(sawReturn).pipe(Effect.andThen(Effect.sleep(RETURN_GRACE_MS)))),
+        Stream.flatMap((event) => Stream.fromIterable(onEvent(event))),
+        Stream.catch((error) => {
+          spawnError = context.masker.maskString(error.message)
+          return Stream.empty
+        })
+      )
+
+      const result = Stream.suspend(() => {
+        let data: RunResult
+        if (spawnError !== undefined) {
+          data = { ...early(input, spawnError), duration: Date.now() - started }
+        } else {
+          // no exit event: terminated after its return marker
+          const code = exited === undefined ? 1 : (exited.code ?? 1)
+          const duration = exited === undefined ? Date.now() - started : Math.round(exited.durationMs)
+          const fields = resultFields(stdout, stderr)
+          data = {
+            runId: input.runId,
+            stdout: fields.stdout,
+            stderr: fields.stderr,
+            code,
+            duration,
+            returnData: fields.returnData,
+            automnLogs: fields.automnLogs,
+            automnNotifications: fields.automnNotifications,
+            input: cloneInput(input.reqBody)
+          }
+        }
+        return Stream.make(frame({ type: "result", data }))
+      })
+
+      return Stream.concat(output, result).pipe(
+        Stream.ensuring(Effect.promise(() => unlink(prepared.file).catch(() => undefined)))
+      )
+    })
+  )

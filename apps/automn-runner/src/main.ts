@@ -1,0 +1,4 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { runService } from "./Service.ts"
+
+NodeRuntime.runMain(runService())
