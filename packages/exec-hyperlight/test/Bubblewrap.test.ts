@@ -5,7 +5,7 @@ import { homedir, tmpdir } from "node:os"
 import { join } from "node:path"
 import type { ExecSpec } from "@runlane/core"
 import { requireService } from "@runlane/testkit"
-import { Effect, Exit, Stream } from "effect"
+import { Effect, Exit, Redacted, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { findExecutable } from "../src/Bubblewrap.ts"
 import { SandboxExecutor } from "../src/index.ts"
@@ -236,6 +236,30 @@ describe.skipIf(!available)("bubblewrap backend", () => {
     expect(r.stdout).toContain("ptrace -1 Operation not permitted")
     expect(r.stdout).toContain("mount -1 Operation not permitted")
     expect(r.stdout).toContain("child-ok")
+  })
+
+  it("the CPU-time limit holds", async () => {
+    const r = await collect(
+      svc.runPolicy(["/bin/sh", "-c", "python3 -c 'while True: pass'; echo status=$?"], {
+        network: { _tag: "none" },
+        workingDir: work,
+        resources: { cpuSeconds: 1, timeoutMs: 30_000 }
+      })
+    )
+    // RLIMIT_CPU ends the busy process (SIGXCPU, or SIGKILL at the hard limit) long before the wall timeout.
+    expect(["status=152\n", "status=137\n"]).toContain(r.stdout)
+    expect(r.exited.reason).toBe("exited")
+  })
+
+  it("secrets reach the sandbox's environment, not its argv", async () => {
+    const token = `tok-${randomUUID()}`
+    const r = await run(
+      sh('echo "len=${#API_TOKEN}"; cat /proc/1/cmdline /proc/self/cmdline | tr "\\0" " "', {
+        secrets: { API_TOKEN: Redacted.make(token) }
+      })
+    )
+    expect(r.stdout).toContain(`len=${token.length}`)
+    expect(r.stdout).not.toContain(token)
   })
 
   it("the pids limit holds", async () => {
