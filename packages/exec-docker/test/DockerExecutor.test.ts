@@ -8,7 +8,7 @@ import { type ExecEvent, Executor, maskStream, SecretMasker } from "@runlane/cor
 import { type DockerExecSpec, DockerExecutor } from "@runlane/exec-docker"
 import { requireService, tcpReachable } from "@runlane/testkit"
 import type Docker from "dockerode"
-import { Cause, Effect, Exit, Redacted, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Redacted, Stream } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import {
   BUSYBOX,
@@ -191,7 +191,7 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
         {
           argv: ["sh", "-c", "trap '' TERM; echo armed; while true; do sleep 1; done"],
           image: BUSYBOX,
-          timeoutMs: 500,
+          timeoutMs: 1500,
           labels: { "runlane.job": job }
         },
         { stopGraceMs: 700 }
@@ -206,24 +206,26 @@ describe.skipIf(!available)("DockerExecutor on a real engine", () => {
       let seenRunning: Array<string> = []
       const program = Effect.gen(function* () {
         const executor = yield* Executor
-        yield* Stream.runForEach(
-          executor.run({
-            argv: ["sh", "-c", "echo up; sleep 30"],
-            image: BUSYBOX,
-            labels: { "runlane.job": job }
-          }),
-          (e) =>
-            e._tag === "output"
-              ? Effect.promise(async () => {
-                  seenRunning = await containersWithLabel(`runlane.job=${job}`)
-                })
-              : Effect.void
+        const up = yield* Deferred.make<void>()
+        const fiber = yield* Effect.forkChild(
+          Stream.runForEach(
+            executor.run({ argv: ["sh", "-c", "echo up; sleep 30"], image: BUSYBOX, labels: { "runlane.job": job } }),
+            (e) =>
+              e._tag === "output"
+                ? Effect.promise(async () => {
+                    seenRunning = await containersWithLabel(`runlane.job=${job}`)
+                  }).pipe(Effect.andThen(Deferred.succeed(up, undefined)))
+                : Effect.void
+          )
         )
-      }).pipe(Effect.timeout(1500), Effect.provide(DockerExecutor.layer(baseConfig({ stopGraceMs: 500 }))))
-      const exit = await Effect.runPromiseExit(program)
-      expect(Exit.isFailure(exit)).toBe(true)
+        yield* Deferred.await(up)
+        yield* Fiber.interrupt(fiber)
+        // the interruption has completed: nothing may be left
+        return yield* Effect.promise(() => containersWithLabel(`runlane.job=${job}`))
+      }).pipe(Effect.provide(DockerExecutor.layer(baseConfig({ stopGraceMs: 500 }))))
+      const leftAfterInterrupt = await Effect.runPromise(program)
       expect(seenRunning).toHaveLength(1)
-      expect(await containersWithLabel(`runlane.job=${job}`)).toEqual([])
+      expect(leftAfterInterrupt).toEqual([])
     })
 
     it("ending the stream early (take) also removes the container", async () => {
