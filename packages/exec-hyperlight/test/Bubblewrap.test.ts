@@ -254,7 +254,7 @@ describe.skipIf(!available)("bubblewrap backend", () => {
   it("secrets reach the sandbox's environment, not its argv", async () => {
     const token = `tok-${randomUUID()}`
     const r = await run(
-      sh('echo "len=${#API_TOKEN}"; cat /proc/1/cmdline /proc/self/cmdline | tr "\\0" " "', {
+      sh('echo "len=$(printf %s "$API_TOKEN" | wc -c)"; cat /proc/1/cmdline /proc/self/cmdline | tr "\\0" " "', {
         secrets: { API_TOKEN: Redacted.make(token) }
       })
     )
