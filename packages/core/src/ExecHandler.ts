@@ -30,9 +30,11 @@ export interface ExecResult {
  * with the job's masker, masks stdout and stderr (each with its own state) before anything is
  * emitted, and records process-started, output, process-exited / process-error events.
  */
-export const runExec = (context: JobContext, spec: ExecSpec): Effect.Effect<ExecResult, JobFailed, Executor> =>
+export const runExec = (context: JobContext, given: ExecSpec): Effect.Effect<ExecResult, JobFailed, Executor> =>
   Effect.gen(function* () {
     const executor = yield* Executor
+    // Executors label what they create with the job (containers, pods) so orphans can be found.
+    const spec: ExecSpec = { ...given, labels: { ...given.labels, [JOB_LABEL]: context.job.id } }
     for (const value of Object.values(spec.secrets ?? {})) context.masker.add(Redacted.value(value))
     const states: Record<OutputStream, { mask: MaskingState; decoder: InstanceType<typeof TextDecoder> }> = {
       stdout: { mask: context.masker.state(), decoder: new TextDecoder() },
@@ -102,6 +104,9 @@ export const outcomeOf = (result: ExecResult): Effect.Effect<JobOutcome, JobFail
           : `exited with code ${result.code}`
   return Effect.fail(new JobFailed({ message: what, exitCode: result.code }))
 }
+
+/** The label every executor resource of a job carries: the job id. */
+export const JOB_LABEL = "runlane.job"
 
 const decodePayload = Schema.decodeUnknownEffect(ExecPayload)
 
