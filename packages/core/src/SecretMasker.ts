@@ -308,6 +308,17 @@ const HASH_BITS = 16
 const HASH_MASK = (1 << HASH_BITS) - 1
 const hash3 = (a: number, b: number, c: number): number => ((a << 10) ^ (b << 3) ^ c) & HASH_MASK
 
+/** The 4-gram filter: a bitset over hashed 4-byte words, used when every anchor has 7+ bytes. */
+const GRAM_BITS = 18
+const FILTER_MIN_BYTES = 256
+const hash4 = (w: number): number => Math.imul(w, 0x9e3779b1) >>> (32 - GRAM_BITS)
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
+/** The 4 bytes at s[j..j+3] as the platform's Uint32Array would read them. */
+const word4 = (s: Uint8Array, j: number): number =>
+  LITTLE_ENDIAN
+    ? (s[j]! | (s[j + 1]! << 8) | (s[j + 2]! << 16) | (s[j + 3]! << 24)) >>> 0
+    : ((s[j]! << 24) | (s[j + 1]! << 16) | (s[j + 2]! << 8) | s[j + 3]!) >>> 0
+
 /** Sorted, merged ranges are collected here as [start, end) pairs. */
 type Ranges = Array<number>
 
@@ -327,6 +338,12 @@ class Matcher {
   private readonly buckets: Array<Array<number> | undefined>
   /** Patterns by the first byte of their first segment. */
   private readonly byFirst: Array<Array<number> | undefined>
+  /** Longest anchor. */
+  private readonly maxAnchor: number
+  /** Aligned words every anchor occurrence covers (0: no 4-gram filter). */
+  private readonly stride: number
+  /** Bitset of the hashed 4-grams of every anchor. */
+  private readonly grams: Uint8Array | undefined
 
   constructor(patterns: ReadonlyArray<Pattern>) {
     this.patterns = patterns
@@ -362,20 +379,41 @@ class Matcher {
     } else {
       this.shift = undefined
     }
+    this.maxAnchor = patterns.reduce((m, p) => Math.max(m, p.segs[p.anchor]!.length), 0)
+    this.stride = this.shift === undefined ? 0 : Math.max(0, Math.floor((this.m - 3) / 4))
+    if (this.stride > 0) {
+      const grams = new Uint8Array(1 << (GRAM_BITS - 3))
+      for (const p of patterns) {
+        const a = p.segs[p.anchor]!
+        for (let j = 0; j + 4 <= a.length; j++) {
+          const h = hash4(word4(a, j))
+          grams[h >>> 3] = grams[h >>> 3]! | (1 << (h & 7))
+        }
+      }
+      this.grams = grams
+    } else {
+      this.grams = undefined
+    }
   }
 
   /** Appends the [start, end) of every complete match inside data[0, end) to `out`. */
   findAll(data: Uint8Array, end: number, out: Ranges): void {
     if (this.patterns.length === 0) return
-    const shift = this.shift
-    if (shift === undefined) {
-      this.findAllSlow(data, end, out)
-      return
-    }
+    if (this.shift === undefined) this.findAllSlow(data, end, out)
+    else if (this.stride > 0 && end >= FILTER_MIN_BYTES) this.findAllFiltered(data, end, out)
+    else this.scan(data, 0, end, end, out)
+  }
+
+  /**
+   * Wu-Manber over the anchor starts in [from, to) (matches may end anywhere before `end`).
+   */
+  private scan(data: Uint8Array, from: number, to: number, end: number, out: Ranges): void {
+    const shift = this.shift!
     const m = this.m
     const buckets = this.buckets
-    let i = m - 1
-    while (i < end) {
+    const limit = Math.min(end, to + m - 1)
+    let i = from + m - 1
+    while (i < limit) {
       const h = hash3(data[i - 2]!, data[i - 1]!, data[i]!)
       const s = shift[h]!
       if (s !== 0) {
@@ -386,6 +424,46 @@ class Matcher {
       const st = i - m + 1
       for (let b = 0; b < bucket.length; b++) this.verify(bucket[b]!, data, st, end, out)
       i++
+    }
+  }
+
+  /**
+   * The aligned 4-gram filter in front of Wu-Manber. Every anchor occurrence covers at least
+   * `stride` consecutive aligned 4-byte words of the data, so probing every stride-th word finds
+   * it: a probe word that is no 4-gram of any anchor rules out every occurrence covering it. Only
+   * around probe words that pass (with a neighbour that passes too) does Wu-Manber run.
+   */
+  private findAllFiltered(data: Uint8Array, end: number, out: Ranges): void {
+    const stride = this.stride
+    const grams = this.grams!
+    const maxAnchor = this.maxAnchor
+    const first = (4 - (data.byteOffset & 3)) & 3
+    const words = (end - first) >> 2
+    const u = new Uint32Array(data.buffer, data.byteOffset + first, words)
+    let done = 0
+    for (let j = stride - 1; j < words; j += stride) {
+      let h = hash4(u[j]!)
+      if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) continue
+      if (stride > 1) {
+        // the occurrence covers two or more words: the one before or after passes too
+        let neighbour = false
+        if (j > 0) {
+          h = hash4(u[j - 1]!)
+          neighbour = (grams[h >>> 3]! & (1 << (h & 7))) !== 0
+        }
+        if (!neighbour && j + 1 < words) {
+          h = hash4(u[j + 1]!)
+          neighbour = (grams[h >>> 3]! & (1 << (h & 7))) !== 0
+        }
+        if (!neighbour) continue
+      }
+      // anchors covering the word [w, w + 4) start in [w + 4 - maxAnchor, w]
+      const w = first + 4 * j
+      const from = Math.max(done, w + 4 - maxAnchor, 0)
+      if (from <= w) {
+        this.scan(data, from, w + 1, end, out)
+        done = w + 1
+      }
     }
   }
 
@@ -649,14 +727,8 @@ export class SecretMasker {
   /** Masks a whole string at once (error messages, records, anything printed or stored). */
   maskString(text: string): string {
     if (text.length === 0) return text
-    const state = this.state()
-    const a = state.push(encoder.encode(text))
-    const b = state.flush()
-    if (b.length === 0) return decoder.decode(a)
-    const all = new Uint8Array(a.length + b.length)
-    all.set(a)
-    all.set(b, a.length)
-    return decoder.decode(all)
+    const state = this.textState()
+    return state.push(encoder.encode(text)) + state.flush()
   }
 
   /** Masks a whole byte array at once. */
@@ -674,6 +746,11 @@ export class SecretMasker {
   /** A new per-stream state (give stdout and stderr one each). */
   state(): MaskingState {
     return new StreamState(this)
+  }
+
+  /** A new per-stream state that also decodes UTF-8: `push` returns masked text. */
+  textState(): TextMaskingState {
+    return new TextState(this)
   }
 
   static {
@@ -712,7 +789,19 @@ export class SecretMasker {
   }
 }
 
-class StreamState implements MaskingState {
+/**
+ * What one step releases: `data` and triples (from, to, mask) meaning "data[from, to), then one
+ * `***` when mask is 1".
+ */
+interface Release {
+  readonly data: Uint8Array
+  /** data is the state's scratch buffer: bytes must be copied out before the next step. */
+  readonly scratch: boolean
+  readonly segments: ReadonlyArray<number>
+}
+
+/** The per-stream state shared by the byte and text forms: held bytes and the carried range. */
+class MaskingCore {
   readonly #masker: SecretMasker
   /** Bytes received but not released yet. */
   #pending: Uint8Array = EMPTY
@@ -728,30 +817,28 @@ class StreamState implements MaskingState {
     this.#masker = masker
   }
 
-  push(chunk: Uint8Array): Uint8Array {
-    if (chunk.length === 0) return EMPTY
+  push(chunk: Uint8Array): Release {
     const pending = this.#pending
-    if (pending.length === 0) return this.#process(chunk, false, false)
+    if (pending.length === 0) return this.#step(chunk, false, false)
     // held bytes + the new chunk, in a scratch buffer this state reuses (never handed out)
     const total = pending.length + chunk.length
     if (this.#scratch.length < total) this.#scratch = new Uint8Array(Math.max(total, this.#scratch.length * 2))
     const data = this.#scratch.subarray(0, total)
     data.set(pending)
     data.set(chunk, pending.length)
-    return this.#process(data, false, true)
+    return this.#step(data, false, true)
   }
 
-  flush(): Uint8Array {
+  flush(): Release {
     const data = this.#pending
     if (data.length === 0) {
       this.#carry = -1
-      return EMPTY
+      return { data, scratch: false, segments: [] }
     }
-    return this.#process(data, true, false)
+    return this.#step(data, true, false)
   }
 
-  /** `scratch`: data lives in the reusable scratch buffer, so output must be copied out of it. */
-  #process(data: Uint8Array, final: boolean, scratch: boolean): Uint8Array {
+  #step(data: Uint8Array, final: boolean, scratch: boolean): Release {
     const masker = this.#masker
     const matcher = matcherOf(masker)
     const end = data.length
@@ -767,48 +854,21 @@ class StreamState implements MaskingState {
     if (carry >= 0) found.push(0, carry)
     const ranges = mergeRanges(found)
 
-    let out: Uint8Array
+    const segments: Array<number> = []
     let newCarry = -1
-    if (ranges.length === 0 || ranges[0]! >= release) {
-      if (!scratch) out = data.subarray(0, release)
-      else {
-        out = allocFilled(release)
-        out.set(data.subarray(0, release))
-      }
-      // nothing released from a range: a carried range stays carried
-      if (release === 0) newCarry = carry
-    } else {
-      // compute the output size, then copy
-      const n = ranges.length
-      let size = 0
-      let pos = 0
-      for (let i = 0; i < n; i += 2) {
-        const s = ranges[i]!
-        if (s >= release) break
-        const e = ranges[i + 1]!
-        size += s - pos
-        if (!(carry >= 0 && s === 0)) size += MASK_BYTES.length
-        pos = Math.min(e, release)
-      }
-      size += release - pos
-      out = allocFilled(size)
-      let o = 0
-      pos = 0
-      for (let i = 0; i < n; i += 2) {
-        const s = ranges[i]!
-        if (s >= release) break
-        const e = ranges[i + 1]!
-        out.set(data.subarray(pos, s), o)
-        o += s - pos
-        if (!(carry >= 0 && s === 0)) {
-          out.set(MASK_BYTES, o)
-          o += MASK_BYTES.length
-        }
-        pos = Math.min(e, release)
-        newCarry = e >= release ? e - release : -1
-      }
-      out.set(data.subarray(pos, release), o)
+    let pos = 0
+    for (let i = 0; i < ranges.length; i += 2) {
+      const s = ranges[i]!
+      if (s >= release) break
+      const e = ranges[i + 1]!
+      // a range starting at 0 while a range is carried continues the last `***`
+      segments.push(pos, s, carry >= 0 && s === 0 ? 0 : 1)
+      pos = Math.min(e, release)
+      newCarry = e >= release ? e - release : -1
     }
+    if (pos < release) segments.push(pos, release, 0)
+    // nothing released: a carried range stays carried
+    if (release === 0) newCarry = carry
     if (final) {
       this.#pending = EMPTY
       this.#carry = -1
@@ -816,7 +876,81 @@ class StreamState implements MaskingState {
       this.#pending = release === end ? EMPTY : copyOf(data.subarray(release))
       this.#carry = newCarry
     }
-    return out
+    return { data, scratch, segments }
+  }
+}
+
+/** Renders a release as bytes: a view of the caller's chunk when nothing changed, else a copy. */
+const releaseBytes = ({ data, scratch, segments }: Release): Uint8Array => {
+  const n = segments.length
+  if (n === 0) return EMPTY
+  if (n === 3 && segments[2] === 0 && !scratch) return data.subarray(segments[0]!, segments[1]!)
+  let size = 0
+  for (let i = 0; i < n; i += 3)
+    size += segments[i + 1]! - segments[i]! + (segments[i + 2] === 1 ? MASK_BYTES.length : 0)
+  const out = allocFilled(size)
+  let o = 0
+  for (let i = 0; i < n; i += 3) {
+    const from = segments[i]!
+    const to = segments[i + 1]!
+    if (to > from) {
+      out.set(data.subarray(from, to), o)
+      o += to - from
+    }
+    if (segments[i + 2] === 1) {
+      out.set(MASK_BYTES, o)
+      o += MASK_BYTES.length
+    }
+  }
+  return out
+}
+
+class StreamState implements MaskingState {
+  readonly #core: MaskingCore
+  constructor(masker: SecretMasker) {
+    this.#core = new MaskingCore(masker)
+  }
+  push(chunk: Uint8Array): Uint8Array {
+    if (chunk.length === 0) return EMPTY
+    return releaseBytes(this.#core.push(chunk))
+  }
+  flush(): Uint8Array {
+    return releaseBytes(this.#core.flush())
+  }
+}
+
+/** Stateful masking and UTF-8 decoding of one output stream: masked text, never a copy of the bytes. */
+export interface TextMaskingState {
+  /** Masked text that can be released now (a character cut by the chunk boundary waits for its rest). */
+  push(chunk: Uint8Array): string
+  /** Releases whatever is held back, and ends the decoding (an incomplete character becomes U+FFFD). */
+  flush(): string
+}
+
+class TextState implements TextMaskingState {
+  readonly #core: MaskingCore
+  readonly #decoder = new TextDecoder()
+  constructor(masker: SecretMasker) {
+    this.#core = new MaskingCore(masker)
+  }
+  #render({ data, segments }: Release): string {
+    let text = ""
+    const decoder = this.#decoder
+    for (let i = 0; i < segments.length; i += 3) {
+      const from = segments[i]!
+      const to = segments[i + 1]!
+      if (to > from) text += decoder.decode(data.subarray(from, to), { stream: true })
+      // bytes of an incomplete character before a `***` decode as U+FFFD, as they would in the bytes
+      if (segments[i + 2] === 1) text += decoder.decode() + MASK
+    }
+    return text
+  }
+  push(chunk: Uint8Array): string {
+    if (chunk.length === 0) return ""
+    return this.#render(this.#core.push(chunk))
+  }
+  flush(): string {
+    return this.#render(this.#core.flush()) + this.#decoder.decode()
   }
 }
 
@@ -830,5 +964,22 @@ export const maskStream =
         Stream.map((chunk) => state.push(chunk)),
         Stream.concat(Stream.sync(() => state.flush())),
         Stream.filter((chunk) => chunk.length > 0)
+      )
+    })
+
+/**
+ * Stream transform: masks a byte stream and decodes it as UTF-8 in one step (one state per
+ * stream). Same result as `maskStream` followed by a streaming TextDecoder, without copying the
+ * bytes first: what output events need.
+ */
+export const maskTextStream =
+  (masker: SecretMasker) =>
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<string, E, R> =>
+    Stream.suspend(() => {
+      const state = masker.textState()
+      return self.pipe(
+        Stream.map((chunk) => state.push(chunk)),
+        Stream.concat(Stream.sync(() => state.flush())),
+        Stream.filter((text) => text.length > 0)
       )
     })

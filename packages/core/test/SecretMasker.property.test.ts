@@ -2,6 +2,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
 import { MASK, SecretMasker } from "../src/SecretMasker.ts"
 
+const textStreamed = (masker: SecretMasker, chunks: ReadonlyArray<Uint8Array>): string => {
+  const state = masker.textState()
+  return chunks.map((c) => state.push(c)).join("") + state.flush()
+}
+
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
@@ -85,6 +90,69 @@ describe("SecretMasker properties", () => {
     { timeout: 120_000, arbitrary: { runs: 1500 } }
   )
 
+  // Longer values and texts of 256+ bytes: the aligned 4-gram filter in front of the search runs
+  // (it needs anchors of 7+ bytes), with values at every alignment and chunks at odd offsets.
+  it.prop(
+    "the filtered search finds what the reference finds (long values, long texts)",
+    {
+      values: Schema.Array(Schema.Array(Schema.Literals(["a", "b"])).check(Schema.isBetweenLength(7, 24))).check(
+        Schema.isBetweenLength(1, 4)
+      ),
+      text: Schema.Array(Schema.Literals(["a", "b", "c", " ", "\n", "ab", "ba", "cccc", "aabb"])).check(
+        Schema.isBetweenLength(80, 400)
+      ),
+      sizes: Schema.Array(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 700 }))).check(
+        Schema.isBetweenLength(0, 6)
+      )
+    },
+    ({ values, text, sizes }) => {
+      const secrets = values.map((v) => v.join(""))
+      const input = text.join("")
+      const masker = new SecretMasker(secrets, { maskUrlCredentials: false })
+      const expected = reference(input, secrets)
+      expect(dec.decode(streamed(masker, chunked(enc.encode(input), sizes)))).toBe(expected)
+      expect(masker.maskString(input)).toBe(expected)
+    },
+    { timeout: 120_000, arbitrary: { runs: 1000 } }
+  )
+
+  // Arbitrary bytes, invalid UTF-8 included: masking then decoding, and masking while decoding
+  // (textState), give the same text for any chunking.
+  const byteFragments: ReadonlyArray<Uint8Array> = [
+    enc.encode("s3cret-v4lue"),
+    enc.encode("s3cret"),
+    enc.encode("é€"),
+    new Uint8Array([0xe2]),
+    new Uint8Array([0x82, 0xac]),
+    new Uint8Array([0xf0, 0x9f]),
+    new Uint8Array([0xff]),
+    enc.encode(" https://u:pw@h "),
+    enc.encode("\n")
+  ]
+  it.prop(
+    "masking while decoding equals masking then decoding, for any bytes and chunking",
+    {
+      parts: Schema.Array(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: byteFragments.length - 1 }))).check(
+        Schema.isBetweenLength(0, 30)
+      ),
+      sizes: Sizes
+    },
+    ({ parts, sizes }) => {
+      const masker = new SecretMasker(["s3cret-v4lue"])
+      const pieces = parts.map((i) => byteFragments[i]!)
+      const input = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0))
+      let o = 0
+      for (const p of pieces) {
+        input.set(p, o)
+        o += p.length
+      }
+      const expected = dec.decode(masker.maskBytes(input))
+      expect(textStreamed(masker, chunked(input, sizes))).toBe(expected)
+      expect(expected).not.toContain("s3cret-v4lue")
+    },
+    { timeout: 120_000, arbitrary: { runs: 1500 } }
+  )
+
   // Rich text: multi-byte UTF-8, URLs with credentials, a multi-line value with varied line
   // breaks, base64 and escaped forms. Cutting the bytes anywhere (inside characters too) must not
   // change the result, and no registered value may survive.
@@ -128,6 +196,7 @@ describe("SecretMasker properties", () => {
       const input = enc.encode(parts.map((i) => fragments[i]!).join(""))
       const whole = masker.maskBytes(input)
       expect(streamed(masker, chunked(input, sizes))).toEqual(whole)
+      expect(textStreamed(masker, chunked(input, sizes))).toBe(dec.decode(whole))
       const text = dec.decode(whole)
       for (const s of [single, "Qm9ndXMga2V5", "ZGF0YQ==x", "pa55word"]) expect(text).not.toContain(s)
     },

@@ -6,6 +6,7 @@ import {
   MAX_URL_USERINFO,
   MAX_WHITESPACE_RUN,
   maskStream,
+  maskTextStream,
   SecretMasker,
   type SecretMaskerOptions
 } from "../src/SecretMasker.ts"
@@ -212,6 +213,57 @@ describe("SecretMasker: holding back", () => {
     expect(released + state.flush().length).toBe(input.length)
   })
 
+  it("finds values at every alignment in long chunks at any byte offset", () => {
+    const values = ["Qx7-value", "Zr8_0123456789abcd", "Wt9.abcdefghijklmnopqrstuvwxyz0123456789"]
+    const m = masker(values)
+    const filler = "lorem ipsum dolor sit amet, build step 42 passed\n"
+    let text = ""
+    let expected = ""
+    for (let pad = 0; pad < 8; pad++) {
+      for (const v of values) {
+        text += `${filler.slice(0, 17 + pad)}${v}${filler}`
+        expected += `${filler.slice(0, 17 + pad)}***${filler}`
+      }
+    }
+    expect(m.maskString(text)).toBe(expected)
+    const b = bytes(text)
+    for (const offset of [1, 2, 3, 5]) {
+      const backing = new Uint8Array(b.length + offset)
+      backing.set(b, offset)
+      const view = backing.subarray(offset)
+      expect(streamText(m, [view.subarray(0, 1000), view.subarray(1000)])).toBe(expected)
+    }
+    // the longest forms (base64) at every alignment too
+    for (let pad = 0; pad < 8; pad++) {
+      for (const v of values) {
+        const encoded = Buffer.from(v).toString("base64")
+        const out = m.maskString(`${filler.repeat(3).slice(0, 40 + pad)}${encoded}${filler}`)
+        expect(out).toBe(
+          `${filler.repeat(3).slice(0, 40 + pad)}***${encoded.slice(Math.floor((v.length * 8) / 6))}${filler}`
+        )
+      }
+    }
+  })
+
+  it("finds the longest form wherever the filter's probe falls inside it", () => {
+    // one 20-char value: every form is 20 to 26 bytes, so only every fourth aligned word is probed
+    const v = "Kp4mZt8Qw2Lx6Rb0Nc3V"
+    const m = masker([v])
+    for (let pad = 0; pad < 64; pad++) {
+      for (const [prefix, form] of [
+        ["", v],
+        ["", Buffer.from(v).toString("base64")],
+        ["x", Buffer.from(`x${v}`).toString("base64")],
+        ["xy", Buffer.from(`xy${v}`).toString("base64")]
+      ] as const) {
+        const text = `${"-".repeat(300 + pad)}${form}${"-".repeat(300)}`
+        const out = m.maskString(text)
+        expect(out, `${prefix.length}-byte prefix, pad ${pad}`).toContain("***")
+        expect(out.length, `${prefix.length}-byte prefix, pad ${pad}`).toBeLessThanOrEqual(600 + pad + 3 + 7)
+      }
+    }
+  })
+
   it("does not keep a reference to the caller's buffer", () => {
     const m = masker(["hunter2-secret"])
     const state = m.state()
@@ -361,6 +413,21 @@ describe("SecretMasker: UTF-8", () => {
   })
 })
 
+describe("SecretMasker: text states", () => {
+  it("masks and decodes in one step, a character cut by a chunk boundary waiting for its rest", () => {
+    const m = masker(["pässwörd"])
+    const state = m.textState()
+    const b = bytes("é pässwörd ü")
+    expect(state.push(b.subarray(0, 1))).toBe("")
+    expect(state.push(b.subarray(1, 6))).toBe("é ")
+    expect(state.push(b.subarray(6))).toBe("*** ü")
+    expect(state.flush()).toBe("")
+    const cut = m.textState()
+    expect(cut.push(bytes("x ü").subarray(0, 3))).toBe("x ")
+    expect(cut.flush()).toBe("\ufffd")
+  })
+})
+
 describe("maskStream", () => {
   it.effect("masks a Stream of byte chunks, one state per stream", () =>
     Effect.gen(function* () {
@@ -378,6 +445,18 @@ describe("maskStream", () => {
       )
       expect(stdout).toBe("out: ***\n")
       expect(stderr).toBe("err: *** and stream-sec")
+    })
+  )
+
+  it.effect("maskTextStream masks and decodes a Stream of byte chunks", () =>
+    Effect.gen(function* () {
+      const m = masker(["stream-secret"])
+      const b = bytes("ü stream-secret ü")
+      const out = yield* Stream.fromIterable([b.subarray(0, 1), b.subarray(1, 9), b.subarray(9)]).pipe(
+        maskTextStream(m),
+        Stream.runCollect
+      )
+      expect(out.join("")).toBe("ü *** ü")
     })
   )
 })
