@@ -8,6 +8,8 @@ import { Deferred, Effect, Exit, Queue, type Scope } from "effect"
  */
 export interface Batcher<I, O, E> {
   readonly submit: (input: I) => Effect.Effect<O, E>
+  /** Adds an item without waiting for it; `onDone` gets its result (called synchronously). */
+  readonly fire: (input: I, onDone: (exit: Exit.Exit<O, E>) => void) => void
 }
 
 export interface BatcherOptions<I, O, E> {
@@ -25,7 +27,13 @@ export interface BatcherOptions<I, O, E> {
 
 interface Item<I, O, E> {
   readonly input: I
-  readonly deferred: Deferred.Deferred<O, E>
+  readonly deferred?: Deferred.Deferred<O, E>
+  readonly onDone?: (exit: Exit.Exit<O, E>) => void
+}
+
+const settle = <I, O, E>(item: Item<I, O, E>, exit: Exit.Exit<O, E>) => {
+  if (item.deferred !== undefined) Deferred.doneUnsafe(item.deferred, exit)
+  item.onDone?.(exit)
 }
 
 export const makeBatcher = <I, O, E>(
@@ -37,10 +45,10 @@ export const makeBatcher = <I, O, E>(
     const answer = (items: ReadonlyArray<Item<I, O, E>>, exit: Exit.Exit<ReadonlyArray<Exit.Exit<O, E>>, E>) => {
       if (Exit.isSuccess(exit)) {
         items.forEach((item, i) => {
-          Deferred.doneUnsafe(item.deferred, exit.value[i] ?? Exit.fail(options.closed()))
+          settle(item, exit.value[i] ?? Exit.fail(options.closed()))
         })
       } else {
-        for (const item of items) Deferred.doneUnsafe(item.deferred, Exit.failCause(exit.cause))
+        for (const item of items) settle(item, Exit.failCause(exit.cause))
       }
     }
 
@@ -72,7 +80,7 @@ export const makeBatcher = <I, O, E>(
     yield* Effect.addFinalizer(() =>
       Queue.clear(queue).pipe(
         Effect.flatMap((left) => {
-          for (const item of left) Deferred.doneUnsafe(item.deferred, Exit.fail(options.closed()))
+          for (const item of left) settle(item, Exit.fail(options.closed()))
           return Effect.void
         }),
         Effect.ignore
@@ -86,5 +94,9 @@ export const makeBatcher = <I, O, E>(
         return Deferred.await(deferred)
       })
 
-    return { submit }
+    const fire = (input: I, onDone: (exit: Exit.Exit<O, E>) => void): void => {
+      Queue.offerUnsafe(queue, { input, onDone })
+    }
+
+    return { submit, fire }
   })

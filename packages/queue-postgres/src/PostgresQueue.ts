@@ -64,6 +64,16 @@ export interface PostgresQueueConfig {
    * jobs: at-least-once delivery holds either way.
    */
   readonly durableLeaseCommits?: boolean
+  /**
+   * Acknowledge from local knowledge, write behind (default false). An `ack` of a lease this
+   * process took, that is still unsettled here and has more than a second left, resolves at
+   * once; the DELETE follows in the next batch. Acks of other tokens are confirmed by the
+   * database as usual. Cost: an ack can resolve although the database write then fails (the
+   * database was unreachable, or a crash undid the take): the job is delivered again once its
+   * lease expires (at-least-once holds, but "acked" no longer means "committed"). Pending writes
+   * are flushed when the layer closes.
+   */
+  readonly writeBehindAcks?: boolean
   /** Forget request ids (idempotency keys) older than this (default 24 h, as the memory queue). */
   readonly idempotencyTtlMs?: number
 }
@@ -83,6 +93,9 @@ const parseToken = (token: string): ParsedToken | undefined => {
   const seq = BigInt(match[1] as string)
   return seq > 9223372036854775807n ? undefined : { text: token, seq, uuid: match[2] as string }
 }
+
+/** A write-behind ack needs at least this much lease time left; otherwise it is confirmed. */
+const WRITE_BEHIND_MARGIN_MS = 1000
 
 const toQueueError =
   (what: string) =>
@@ -134,6 +147,9 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const channel = channelFor(s)
     const sweepIntervalMs = config.sweepIntervalMs ?? 1000
     const listenDownPollMs = config.listenDownPollMs ?? 500
+    const writeBehind = config.writeBehindAcks === true
+    const held = new Map<string, number>()
+    const settling = new Set<string>()
     // Lease changes (take, ack, nack, extend, sweep) may commit without waiting for the WAL
     // flush: a crash can only undo them, which returns jobs to the queue (at-least-once holds).
     const lease: PgClient.PgClient =
@@ -376,9 +392,16 @@ export const make = (config: PostgresQueueConfig = {}) =>
         for (const row of sorted) {
           const job = parseSpec(row.spec)
           if (job === undefined) malformed.push(row.token)
-          else leases.push({ job, token: row.token, attempt: row.attempts + 1, expiresAt: row.expires })
+          else {
+            leases.push({ job, token: row.token, attempt: row.attempts + 1, expiresAt: row.expires })
+            if (writeBehind) held.set(row.token, row.expires)
+          }
         }
         if (malformed.length > 0) yield* deadLetterMalformed(malformed)
+        if (held.size > 10_000) {
+          const now = Date.now()
+          for (const [token, expiresAt] of held) if (expiresAt <= now) held.delete(token)
+        }
         return leases
       })
 
@@ -577,9 +600,41 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const leaseLost = (what: string) =>
       new LeaseLost({ message: `${what}: lease expired, already acked, or never issued` })
 
+    // Write-behind acks (config.writeBehindAcks): leases taken here and not yet settled, and
+    // tokens acked here whose DELETE has not completed yet.
+    let pendingWrites = 0
+    const writeBehindAck = (parsed: ParsedToken): Effect.Effect<void, LeaseLost | QueueError> => {
+      const expiresAt = held.get(parsed.text)
+      held.delete(parsed.text)
+      if (expiresAt === undefined || expiresAt - Date.now() <= WRITE_BEHIND_MARGIN_MS) return ackBatcher.submit(parsed)
+      settling.add(parsed.text)
+      pendingWrites++
+      ackBatcher.fire(parsed, (exit) => {
+        settling.delete(parsed.text)
+        pendingWrites--
+        if (Exit.isFailure(exit)) {
+          Effect.runFork(
+            Effect.logWarning(
+              `write-behind ack of job row ${String(parsed.seq)} failed; the job will be delivered again`,
+              exit.cause
+            )
+          )
+        }
+      })
+      return Effect.void
+    }
+    // Before the batcher closes, let write-behind acks reach the database.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        const deadline = Date.now() + 5000
+        while (pendingWrites > 0 && Date.now() < deadline) yield* Effect.sleep(5)
+      })
+    )
+
     const ack = (token: string): Effect.Effect<void, LeaseLost | QueueError> => {
       const parsed = parseToken(token)
-      return parsed === undefined ? Effect.fail(leaseLost("ack")) : ackBatcher.submit(parsed)
+      if (parsed === undefined || settling.has(token)) return Effect.fail(leaseLost("ack"))
+      return writeBehind ? writeBehindAck(parsed) : ackBatcher.submit(parsed)
     }
 
     const nackStatement = (decision: NackDecision): string => {
@@ -596,7 +651,8 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const nack = (token: string, decision: NackDecision): Effect.Effect<void, LeaseLost | QueueError> =>
       Effect.gen(function* () {
         const parsed = parseToken(token)
-        if (parsed === undefined) return yield* leaseLost("nack")
+        if (parsed === undefined || settling.has(token)) return yield* leaseLost("nack")
+        held.delete(token)
         const delayMs = decision._tag === "dead" ? 0 : decision.delayMs
         if (!Number.isFinite(delayMs) || delayMs < 0)
           return yield* new QueueError({ message: `nack: delayMs must be zero or more (got ${delayMs})` })
@@ -621,7 +677,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
     const extend = (token: string, visibilityMs: number): Effect.Effect<number, LeaseLost | QueueError> =>
       Effect.gen(function* () {
         const parsed = parseToken(token)
-        if (parsed === undefined) return yield* leaseLost("extend")
+        if (parsed === undefined || settling.has(token)) return yield* leaseLost("extend")
         if (!Number.isFinite(visibilityMs) || visibilityMs <= 0)
           return yield* new QueueError({ message: `extend: visibilityMs must be positive (got ${visibilityMs})` })
         const rows = yield* lease
@@ -634,6 +690,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
           .pipe(Effect.mapError(toQueueError("extend failed")))
         const row = rows[0]
         if (row === undefined) return yield* leaseLost("extend")
+        if (held.has(token)) held.set(token, row.expires)
         return row.expires
       })
 
