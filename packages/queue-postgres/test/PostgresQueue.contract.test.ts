@@ -12,3 +12,13 @@ queueContract(
     skip: !available
   }
 )
+
+// The same contract with acks written behind and lease commits durable: both options keep it.
+queueContract(
+  "postgres (write-behind acks, durable lease commits)",
+  () =>
+    PostgresQueue.layer({ schema: "rl_contract_wb", writeBehindAcks: true, durableLeaseCommits: true }).pipe(
+      Layer.provide(freshDatabaseLayer("contract_wb"))
+    ),
+  { skip: !available }
+)

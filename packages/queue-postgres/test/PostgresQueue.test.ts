@@ -178,6 +178,30 @@ describe.skipIf(!available)("PostgresQueue specifics", () => {
     )
   })
 
+  it("write-behind acks resolve at once, refuse reuse, and reach the database before the layer closes", async () => {
+    const queue = freshQueue()
+    await withQueue({ writeBehindAcks: true }, (q) =>
+      Effect.gen(function* () {
+        yield* q.enqueueMany(Array.from({ length: 20 }, (_, i) => ({ queue, payload: i })))
+        const leases = yield* q.take({ queue, max: 20, visibilityMs: 30_000, waitMs: 0 })
+        yield* Effect.forEach(leases, (lease) => q.ack(lease.token), { discard: true })
+        const first = leases[0]?.token ?? ""
+        for (const again of [q.ack(first), q.nack(first, { _tag: "release", delayMs: 0 }), q.extend(first, 1000)]) {
+          const exit = yield* Effect.exit(again)
+          expect(Exit.isFailure(exit) && String(exit.cause)).toContain("LeaseLost")
+        }
+        // A lease about to expire is confirmed by the database instead.
+        yield* q.enqueue({ queue, payload: "short" })
+        const [short] = yield* q.take({ queue, max: 1, visibilityMs: 300, waitMs: 0 })
+        yield* Effect.sleep(400)
+        const late = yield* Effect.exit(q.ack(short?.token ?? ""))
+        expect(Exit.isFailure(late) && String(late.cause)).toContain("LeaseLost")
+      })
+    )
+    const rows = await sql<{ n: number }>(`SELECT count(*)::int4 AS n FROM ${SCHEMA}.jobs WHERE queue = $1`, [queue])
+    expect(rows[0]?.n).toBe(1)
+  })
+
   it("migrations are idempotent and safe to run from many starters at once", async () => {
     await Promise.all(Array.from({ length: 4 }, () => withQueue({ schema: "rl_migrate" }, (q) => q.stats("x"))))
     const rows = await sql<{ id: number }>(`SELECT id FROM rl_migrate.migrations`)
