@@ -123,6 +123,11 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
             (c) => Effect.promise(() => c.killAll().then(() => void c.remove()))
           )
         }
+        const seccompFile = yield* Effect.try({
+          try: () => seccompFilterFile() ?? undefined,
+          catch: (cause) =>
+            new ExecError({ executor: EXECUTOR_NAME, message: "cannot write the seccomp filter", cause })
+        })
         const proxyUrl = `http://127.0.0.1:${SANDBOX_PROXY_PORT}`
         const env: Record<string, string> = {
           ...policy.env,
@@ -141,7 +146,7 @@ export const makeBubblewrap = (config: BubblewrapConfig): SandboxBackend => ({
             cgroup !== undefined || res.cpuSeconds !== undefined
               ? { cgroupProcs: cgroup?.procs ?? [], cpuSeconds: res.cpuSeconds }
               : undefined,
-          seccompFile: seccompFilterFile() ?? undefined
+          seccompFile
         })
         const mapExited = (event: ExecEvent): ExecEvent =>
           event._tag === "exited" && event.reason !== "timeout" && cgroup?.oomKilled() === true

@@ -1,4 +1,5 @@
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { createHash, randomUUID } from "node:crypto"
+import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 
@@ -128,8 +129,9 @@ export const seccompProgram = (): Buffer => {
 
 let filterFile: string | null | undefined
 /**
- * Path of the filter file (written once per process into a private directory), or null where
- * the filter does not apply (not x86_64).
+ * Path of the filter file, or null where the filter does not apply (not x86_64). Written once into
+ * a directory only this user can write (`<tmp>/runlane-seccomp-<uid>`, checked: a directory owned
+ * by us, mode 0700), named by its content hash, so every process reuses it and none leaves one behind.
  */
 export const seccompFilterFile = (): string | null => {
   if (filterFile !== undefined) return filterFile
@@ -137,9 +139,29 @@ export const seccompFilterFile = (): string | null => {
     filterFile = null
     return filterFile
   }
-  const dir = mkdtempSync(join(tmpdir(), "runlane-seccomp-"))
-  const file = join(dir, "filter.bpf")
-  writeFileSync(file, seccompProgram(), { mode: 0o400 })
+  const program = seccompProgram()
+  const hash = createHash("sha256").update(program).digest("hex").slice(0, 16)
+  const uid = process.getuid?.() ?? 0
+  const dir = join(tmpdir(), `runlane-seccomp-${uid}`)
+  try {
+    mkdirSync(dir, { mode: 0o700 })
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+  }
+  const st = lstatSync(dir)
+  if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
+    throw new Error(`seccomp: ${dir} is not a private directory of uid ${uid}`)
+  }
+  const file = join(dir, `${hash}.bpf`)
+  let current: Buffer | undefined
+  try {
+    current = readFileSync(file)
+  } catch {}
+  if (current === undefined || !current.equals(program)) {
+    const tmp = join(dir, `${hash}.${process.pid}.${randomUUID()}.tmp`)
+    writeFileSync(tmp, program, { mode: 0o400 })
+    renameSync(tmp, file)
+  }
   filterFile = file
   return filterFile
 }
