@@ -397,11 +397,22 @@ layer(TestLayer, { excludeTestServices: true })("GitVcs", (it) => {
   it.effect("a git command past the timeout is killed and reported", () =>
     Effect.gen(function* () {
       const gate = server.hold(/git-upload-pack$/)
-      const e = yield* Effect.gen(function* () {
+      const into = fresh("timeout")
+      const fiber = yield* Effect.gen(function* () {
         const vcs = yield* Vcs
-        return yield* vcs.checkout({ url: server.url("origin.git"), into: fresh("timeout"), credentials: creds(TOKEN) })
-      }).pipe(Effect.provide(GitVcs.layer({ timeoutMs: 1_000 })), Effect.flip)
+        return yield* vcs.checkout({ url: server.url("origin.git"), into, credentials: creds(TOKEN) })
+      }).pipe(Effect.provide(GitVcs.layer({ timeoutMs: 1_000 })), Effect.flip, Effect.forkChild)
+      yield* Effect.promise(() => gate.reached)
+      assert.isAbove(processesWithArg(into).length, 0, "git clone runs while the server holds the fetch")
+      const e = yield* Fiber.join(fiber)
+      // The `git clone ... <into>` process is gone (killed, not left behind), while the server still holds the request.
+      let left = processesWithArg(into)
+      for (let i = 0; i < 50 && left.length > 0; i++) {
+        yield* Effect.sleep("20 millis")
+        left = processesWithArg(into)
+      }
       gate.release()
+      assert.deepStrictEqual(left, [])
       assert.instanceOf(e, VcsError)
       assert.include(e.message, "timed out")
     })
