@@ -5,12 +5,14 @@
  * - `bwrap-bare`: the very same bwrap argv spawned with `child_process.spawn`, waiting for 'close';
  * - `spawn-bare`: `true` spawned bare;
  * - `runlane-guest`: create a fresh QuickJS guest + `ExecuteAgent` round trip of a trivial agent.
+ * - `spawnStream-bwrap`: the same bwrap argv through `@runlane/exec-process` spawnStream (attribution).
  * Prints one JSON line per system (median and p90 in ms, ratio against its anchor).
  */
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { spawnStream } from "@runlane/exec-process"
 import { Effect, Stream } from "effect"
 import { findExecutable } from "../src/Bubblewrap.ts"
 import { bwrapArgv } from "../src/BwrapArgv.ts"
@@ -61,6 +63,11 @@ const main = async () => {
       launcher: bareCgroup !== undefined ? { cgroupProcs: bareCgroup.procs } : undefined
     })
     const viaBwrap = () => spawnWait(bareArgv)
+    // Attribution: the same argv through exec-process's spawnStream (the executor's spawner).
+    const viaSpawnStream = () =>
+      Effect.runPromise(
+        Stream.runDrain(spawnStream({ argv: bareArgv, env: { PATH: "/usr/bin:/bin" } }, { executor: "bench" }))
+      )
     const viaSpawn = () => spawnWait(["true"])
     const agent = "function ExecuteAgent(prompt, mcpUrl) { return 'done: ' + prompt }"
     const viaGuest = () => Effect.runPromise(runGuestAgent({ source: agent, prompt: "hi" }))
@@ -68,18 +75,21 @@ const main = async () => {
     for (let i = 0; i < WARMUP; i++) {
       await viaExecutor()
       await viaBwrap()
+      await viaSpawnStream()
       await viaSpawn()
       await viaGuest()
     }
     const samples = {
       executor: [] as Array<number>,
       bwrap: [] as Array<number>,
+      spawnStream: [] as Array<number>,
       spawn: [] as Array<number>,
       guest: [] as Array<number>
     }
     for (let i = 0; i < RUNS; i++) {
       samples.executor.push(await time(viaExecutor))
       samples.bwrap.push(await time(viaBwrap))
+      samples.spawnStream.push(await time(viaSpawnStream))
       samples.spawn.push(await time(viaSpawn))
       samples.guest.push(await time(viaGuest))
     }
@@ -90,6 +100,7 @@ const main = async () => {
     const ex = stats(samples.executor)
     const bw = stats(samples.bwrap)
     const sp = stats(samples.spawn)
+    const ss = stats(samples.spawnStream)
     const gu = stats(samples.guest)
     const line = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "sandbox", ...o, runs: RUNS }))
     line({
@@ -100,6 +111,13 @@ const main = async () => {
       goal: "ratio <= 1.3"
     })
     line({ system: "bwrap-bare", ...bw, anchor: "spawn-bare", ratio: round(bw.median_ms / sp.median_ms) })
+    line({
+      system: "spawnStream-bwrap",
+      ...ss,
+      anchor: "bwrap-bare",
+      ratio: round(ss.median_ms / bw.median_ms),
+      note: "same argv via @runlane/exec-process spawnStream (attribution)"
+    })
     line({ system: "spawn-bare", ...sp })
     line({
       system: "runlane-guest",
