@@ -77,6 +77,20 @@ describe("hyperlight backend", () => {
     expect(ok.backend).toBe("hyperlight")
   })
 
+  it("bubblewrap and auto name a missing bwrap too", async () => {
+    const bw = await failure({ backend: "bubblewrap", bwrapPath: join(dir, "no-bwrap") })
+    expect(bw.backend).toBe("bubblewrap")
+    expect(bw.missing.join("\n")).toContain("no-bwrap")
+    const auto = await failure({
+      backend: "auto",
+      bwrapPath: join(dir, "no-bwrap"),
+      hyperlightPath: join(dir, "absent")
+    })
+    expect(auto.backend).toBe("auto")
+    expect(auto.missing.join("\n")).toContain("no-bwrap")
+    expect(auto.missing.join("\n")).toContain(join(dir, "absent"))
+  })
+
   it("auto falls back to bubblewrap where Hyperlight is unavailable", async () => {
     if (findExecutable("bwrap") === undefined) return expect((await failure({ backend: "auto" })).backend).toBe("auto")
     const svc = await Effect.runPromise(SandboxExecutor.make({ backend: "auto", hyperlightPath: join(dir, "absent") }))
