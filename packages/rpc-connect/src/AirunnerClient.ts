@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs"
 import { rootCertificates } from "node:tls"
 import { type Client, createClient, type Interceptor } from "@connectrpc/connect"
-import { createConnectTransport } from "@connectrpc/connect-node"
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node"
 import { JobEventsService, JobService } from "./gen/job/v1/job_pb.ts"
 
 export interface AirunnerClientOptions {
@@ -23,6 +23,8 @@ export interface AirunnerClientOptions {
 export interface AirunnerClients {
   readonly jobs: Client<typeof JobService>
   readonly events: Client<typeof JobEventsService>
+  /** Closes the HTTP/2 connection (calls in flight fail). */
+  readonly close: () => void
 }
 
 const caFromEnv = (): string | undefined => {
@@ -51,15 +53,22 @@ export const createAirunnerClients = (options: AirunnerClientOptions): AirunnerC
             return next(req)
           }
         ]
+  const sessionManager = new Http2SessionManager(
+    options.baseUrl,
+    { pingIntervalMs: 10_000, pingTimeoutMs: 10_000 },
+    ca === undefined ? {} : { ca: [...rootCertificates, ca] }
+  )
   const transport = createConnectTransport({
     baseUrl: options.baseUrl,
     httpVersion: "2",
     useBinaryFormat: options.useJson !== true,
     interceptors,
-    pingIntervalMs: 10_000,
-    pingTimeoutMs: 10_000,
-    ...(options.timeoutMs === undefined ? {} : { defaultTimeoutMs: options.timeoutMs }),
-    nodeOptions: ca === undefined ? {} : { ca: [...rootCertificates, ca] }
+    sessionManager,
+    ...(options.timeoutMs === undefined ? {} : { defaultTimeoutMs: options.timeoutMs })
   })
-  return { jobs: createClient(JobService, transport), events: createClient(JobEventsService, transport) }
+  return {
+    jobs: createClient(JobService, transport),
+    events: createClient(JobEventsService, transport),
+    close: () => sessionManager.abort()
+  }
 }

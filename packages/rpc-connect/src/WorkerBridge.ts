@@ -75,6 +75,14 @@ class Feed<T> implements AsyncIterable<T> {
         return new Promise((resolve) => {
           this.waiting = resolve
         })
+      },
+      return: () => {
+        this.end()
+        return Promise.resolve({ value: undefined, done: true })
+      },
+      throw: (error: unknown) => {
+        this.end()
+        return Promise.reject(error)
       }
     }
   }

@@ -1,0 +1,5 @@
+export { renderList } from "./commands/list.ts"
+export { printEvent } from "./commands/monitor.ts"
+export { loadConfigFile } from "./commands/submit.ts"
+export { formatGoDuration, parseGoDuration } from "./goDuration.ts"
+export { airunner, main, programOf } from "./main.ts"
