@@ -3,7 +3,7 @@
  * removed when the job's scope closes unless cleanup is off.
  */
 import { createHash } from "node:crypto"
-import { mkdir, rm } from "node:fs/promises"
+import { mkdir, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { isAbsolute, join, relative, resolve } from "node:path"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
@@ -31,6 +31,9 @@ export interface JobWorkspace {
    */
   readonly path: (...segments: ReadonlyArray<string>) => Effect.Effect<string, WorkspaceError>
 }
+
+/** Marks a directory as a runlane workspace; only such a directory is ever replaced. */
+export const MARKER = ".runlane-workspace"
 
 const SAFE_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -78,7 +81,10 @@ export class Workspace extends Context.Service<
   {
     readonly root: string
     readonly cleanup: boolean
-    /** Creates `<root>/<safe job id>` afresh (a stale one is removed) for the life of the scope. */
+    /**
+     * Creates `<root>/<safe job id>` afresh for the life of the scope. A stale workspace (one with
+     * the marker file) is replaced; any other existing directory is an error, never deleted.
+     */
     readonly acquire: (jobId: string) => Effect.Effect<JobWorkspace, WorkspaceError, Scope.Scope>
   }
 >()("@runlane/vcs-git/Workspace") {}
@@ -105,8 +111,18 @@ export const make = (config: WorkspaceConfig = {}): Workspace["Service"] => {
       Effect.tryPromise({
         try: async () => {
           await mkdir(root, { recursive: true })
-          await rm(dir, { recursive: true, force: true })
+          const existing = await stat(dir).catch(() => undefined)
+          if (existing !== undefined) {
+            // A stale workspace of an earlier attempt is replaced; anything else is left alone.
+            const marked = await stat(join(dir, MARKER)).then(
+              (st) => st.isFile(),
+              () => false
+            )
+            if (!marked) throw new Error(`${dir} exists and is not a runlane workspace`)
+            await rm(dir, { recursive: true, force: true })
+          }
           await mkdir(dir, { mode: 0o700 })
+          await writeFile(join(dir, MARKER), `${jobId}\n`)
           return workspace
         },
         catch: (e) => fail(`cannot create ${dir}: ${e instanceof Error ? e.message : String(e)}`)

@@ -63,6 +63,21 @@ describe("Workspace", () => {
     })
   )
 
+  it.effect("never deletes an existing directory that is not a runlane workspace", () =>
+    Effect.gen(function* () {
+      const ws = Workspace.make({ root, cleanup: true })
+      const precious = join(root, "etc")
+      yield* Effect.promise(async () => {
+        const { mkdir, writeFile } = await import("node:fs/promises")
+        await mkdir(precious)
+        await writeFile(join(precious, "passwd"), "keep me")
+      })
+      const e = yield* Effect.scoped(ws.acquire("etc")).pipe(Effect.flip)
+      assert.include(e.message, "not a runlane workspace")
+      assert.isTrue(exists(join(precious, "passwd")))
+    })
+  )
+
   it.effect("a traversal job id stays inside the root", () =>
     Effect.gen(function* () {
       const ws = Workspace.make({ root: join(root, "inner"), cleanup: true })
