@@ -35,6 +35,8 @@ export interface RunContext {
   /** The environment scripts start from (the runner's, without its secrets: decision 5). */
   readonly baseEnv: Readonly<Record<string, string>>
   readonly masker: SecretMasker
+  /** Runs when the script has ended, before the result frame is emitted (frees its slot). */
+  readonly onFinish?: Effect.Effect<void> | undefined
 }
 
 /** After a return marker, a script still running this long later is terminated. */
@@ -99,7 +101,8 @@ const stringifyInput = (input: unknown): string => {
 
 const encoder = new TextEncoder()
 /** One NDJSON frame. */
-export const frame = (value: unknown): Uint8Array => encoder.encode(`${JSON.stringify(value)}\n`)
+export const frame = (value: unknown): Uint8Array => encoder.encode(line(value))
+const line = (value: unknown): string => `${JSON.stringify(value)}\n`
 
 const early = (input: RunInput, stderr: string): RunResult => ({
   runId: input.runId,
@@ -184,23 +187,25 @@ const scriptEnv = (input: RunInput, context: RunContext): Record<string, string>
  * chunk (stdout and stderr in arrival order), then exactly one `result` frame. Interrupting the
  * stream (the host disconnected) kills the script's process group.
  */
-export const runScript = (input: RunInput, context: RunContext): Stream.Stream<Uint8Array, never, Executor> =>
-  Stream.unwrap(
+export const runScript = (input: RunInput, context: RunContext): Stream.Stream<Uint8Array, never, Executor> => {
+  const finish = context.onFinish ?? Effect.void
+  const resultFrame = (data: RunResult) => Stream.fromEffect(Effect.as(finish, frame({ type: "result", data })))
+  return Stream.unwrap(
     Effect.gen(function* () {
       const { script } = input
       const language = script.language
       const code = script.code
       if (!language || typeof code !== "string") {
-        return Stream.make(frame({ type: "result", data: early(input, "Unsupported language") }))
+        return resultFrame(early(input, "Unsupported language"))
       }
       if (typeof language !== "string" || !LANGUAGES.has(language)) {
-        return Stream.make(frame({ type: "result", data: early(input, "Unsupported language") }))
+        return resultFrame(early(input, "Unsupported language"))
       }
       const prepared = yield* Effect.tryPromise(() => prepare(input, context, language as Language, code)).pipe(
         Effect.catch((error) => Effect.succeed(context.masker.maskString(String(error.cause ?? error.message))))
       )
       if (typeof prepared === "string") {
-        return Stream.make(frame({ type: "result", data: early(input, prepared) }))
+        return resultFrame(early(input, prepared))
       }
       const executor = yield* Executor
       const timeoutSeconds = typeof script.timeout === "number" ? script.timeout : Number(script.timeout)
@@ -213,26 +218,36 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
       const sawReturn = yield* Deferred.make<void>()
       const masks = { stdout: context.masker.state(), stderr: context.masker.state() }
       const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() }
-      let stdout = ""
-      let stderr = ""
+      const stdoutParts: string[] = []
+      const stderrParts: string[] = []
+      let stdoutTail = ""
+      let returnSeen = false
+      let timedOut = false
       let exited: Extract<ExecEvent, { _tag: "exited" }> | undefined
       let spawnError: string | undefined
       const started = Date.now()
 
-      const text = (stream: "stdout" | "stderr", bytes: Uint8Array, final: boolean): Uint8Array[] => {
+      const text = (stream: "stdout" | "stderr", bytes: Uint8Array, final: boolean): string[] => {
         const decoded = decoders[stream].decode(bytes, { stream: !final })
         if (decoded === "") return []
         if (stream === "stdout") {
-          const from = Math.max(0, stdout.length - RETURN_MARKER.length)
-          stdout += decoded
-          if (stdout.indexOf(RETURN_MARKER, from) !== -1) Deferred.doneUnsafe(sawReturn, Effect.void)
+          // only the new text and the previous tail are searched (a flat string is never rebuilt)
+          if (!returnSeen && `${stdoutTail}${decoded}`.includes(RETURN_MARKER)) {
+            returnSeen = true
+            Deferred.doneUnsafe(sawReturn, Effect.void)
+          }
+          stdoutTail =
+            decoded.length >= RETURN_MARKER.length
+              ? decoded.slice(-RETURN_MARKER.length)
+              : (stdoutTail + decoded).slice(-RETURN_MARKER.length)
+          stdoutParts.push(decoded)
         } else {
-          stderr += decoded
+          stderrParts.push(decoded)
         }
-        return [frame({ type: "log", line: decoded })]
+        return [line({ type: "log", line: decoded })]
       }
 
-      const onEvent = (event: ExecEvent): ReadonlyArray<Uint8Array> => {
+      const onEvent = (event: ExecEvent): ReadonlyArray<string> => {
         switch (event._tag) {
           case "output":
             return text(event.stream, masks[event.stream].push(event.data), false)
@@ -240,8 +255,8 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
             exited = event
             const out = [...text("stdout", masks.stdout.flush(), true), ...text("stderr", masks.stderr.flush(), true)]
             if (event.reason === "timeout") {
-              stderr += "\nTimeout exceeded."
-              out.push(frame({ type: "log", line: "Timeout exceeded.\n" }))
+              timedOut = true
+              out.push(line({ type: "log", line: "Timeout exceeded.\n" }))
             }
             return out
           }
@@ -252,7 +267,9 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
 
       const output = executor.run(spec).pipe(
         Stream.interruptWhen(Deferred.await(sawReturn).pipe(Effect.andThen(Effect.sleep(RETURN_GRACE_MS)))),
-        Stream.flatMap((event) => Stream.fromIterable(onEvent(event))),
+        // one buffer per batch of events, so a burst of output is one write
+        Stream.mapArray((events) => [encoder.encode(events.flatMap(onEvent).join(""))] as const),
+        Stream.filter((bytes) => bytes.length > 0),
         Stream.catch((error) => {
           spawnError = context.masker.maskString(error.message)
           return Stream.empty
@@ -260,6 +277,11 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
       )
 
       const result = Stream.suspend(() => {
+        const flushed: string[] = []
+        if (exited === undefined && spawnError === undefined) {
+          // terminated after its return marker: release what the masks and decoders still hold
+          flushed.push(...text("stdout", masks.stdout.flush(), true), ...text("stderr", masks.stderr.flush(), true))
+        }
         let data: RunResult
         if (spawnError !== undefined) {
           data = { ...early(input, spawnError), duration: Date.now() - started }
@@ -267,7 +289,8 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
           // no exit event: terminated after its return marker
           const code = exited === undefined ? 1 : (exited.code ?? 1)
           const duration = exited === undefined ? Date.now() - started : Math.round(exited.durationMs)
-          const fields = resultFields(stdout, stderr)
+          const stderr = stderrParts.join("") + (timedOut ? "\nTimeout exceeded." : "")
+          const fields = resultFields(stdoutParts.join(""), stderr)
           data = {
             runId: input.runId,
             stdout: fields.stdout,
@@ -280,7 +303,8 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
             input: cloneInput(input.reqBody)
           }
         }
-        return Stream.make(frame({ type: "result", data }))
+        const tail = flushed.length === 0 ? Stream.empty : Stream.make(encoder.encode(flushed.join("")))
+        return Stream.concat(tail, resultFrame(data))
       })
 
       return Stream.concat(output, result).pipe(
@@ -288,3 +312,4 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
       )
     })
   )
+}

@@ -202,7 +202,8 @@ export const routes = (app: RunnerApp) => {
             workdirDir: config.workdirDir,
             executables: state.executables,
             baseEnv: app.baseEnv,
-            masker: app.masker
+            masker: app.masker,
+            onFinish: release
           }
         )
         // an empty first chunk makes Node send the headers before the script starts
