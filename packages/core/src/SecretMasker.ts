@@ -445,17 +445,19 @@ class Matcher {
       let h = hash4(u[j]!)
       if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) continue
       if (stride > 1) {
-        // the occurrence covers two or more words: the one before or after passes too
-        let neighbour = false
-        if (j > 0) {
-          h = hash4(u[j - 1]!)
-          neighbour = (grams[h >>> 3]! & (1 << (h & 7))) !== 0
+        // an occurrence covering word j covers `stride` consecutive words around it: all must pass
+        let run = 1
+        for (let l = j - 1; l >= 0 && run < stride; l--) {
+          h = hash4(u[l]!)
+          if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) break
+          run++
         }
-        if (!neighbour && j + 1 < words) {
-          h = hash4(u[j + 1]!)
-          neighbour = (grams[h >>> 3]! & (1 << (h & 7))) !== 0
+        for (let r = j + 1; r < words && run < stride; r++) {
+          h = hash4(u[r]!)
+          if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) break
+          run++
         }
-        if (!neighbour) continue
+        if (run < stride) continue
       }
       // anchors covering the word [w, w + 4) start in [w + 4 - maxAnchor, w]
       const w = first + 4 * j
@@ -919,7 +921,7 @@ class StreamState implements MaskingState {
   }
 }
 
-/** Stateful masking and UTF-8 decoding of one output stream: masked text, never a copy of the bytes. */
+/** Stateful masking and UTF-8 decoding of one output stream: push returns masked text. */
 export interface TextMaskingState {
   /** Masked text that can be released now (a character cut by the chunk boundary waits for its rest). */
   push(chunk: Uint8Array): string
@@ -933,17 +935,32 @@ class TextState implements TextMaskingState {
   constructor(masker: SecretMasker) {
     this.#core = new MaskingCore(masker)
   }
+  /** Reused buffer for assembling masked bytes before decoding (never handed out). */
+  #assembly: Uint8Array = EMPTY
   #render({ data, segments }: Release): string {
-    let text = ""
+    const n = segments.length
+    if (n === 0) return ""
     const decoder = this.#decoder
-    for (let i = 0; i < segments.length; i += 3) {
+    if (n === 3 && segments[2] === 0) return decoder.decode(data.subarray(segments[0]!, segments[1]!), { stream: true })
+    // assemble the masked bytes in a reused buffer and decode them once: one flat string
+    let size = 0
+    for (let i = 0; i < n; i += 3) size += segments[i + 1]! - segments[i]! + (segments[i + 2] === 1 ? MASK_BYTES.length : 0)
+    if (this.#assembly.length < size) this.#assembly = new Uint8Array(Math.max(size, this.#assembly.length * 2))
+    const out = this.#assembly
+    let o = 0
+    for (let i = 0; i < n; i += 3) {
       const from = segments[i]!
       const to = segments[i + 1]!
-      if (to > from) text += decoder.decode(data.subarray(from, to), { stream: true })
-      // bytes of an incomplete character before a `***` decode as U+FFFD, as they would in the bytes
-      if (segments[i + 2] === 1) text += decoder.decode() + MASK
+      if (to > from) {
+        out.set(data.subarray(from, to), o)
+        o += to - from
+      }
+      if (segments[i + 2] === 1) {
+        out.set(MASK_BYTES, o)
+        o += MASK_BYTES.length
+      }
     }
-    return text
+    return decoder.decode(out.subarray(0, size), { stream: true })
   }
   push(chunk: Uint8Array): string {
     if (chunk.length === 0) return ""
