@@ -944,7 +944,8 @@ class TextState implements TextMaskingState {
     if (n === 3 && segments[2] === 0) return decoder.decode(data.subarray(segments[0]!, segments[1]!), { stream: true })
     // assemble the masked bytes in a reused buffer and decode them once: one flat string
     let size = 0
-    for (let i = 0; i < n; i += 3) size += segments[i + 1]! - segments[i]! + (segments[i + 2] === 1 ? MASK_BYTES.length : 0)
+    for (let i = 0; i < n; i += 3)
+      size += segments[i + 1]! - segments[i]! + (segments[i + 2] === 1 ? MASK_BYTES.length : 0)
     if (this.#assembly.length < size) this.#assembly = new Uint8Array(Math.max(size, this.#assembly.length * 2))
     const out = this.#assembly
     let o = 0
