@@ -1,6 +1,6 @@
 import { generateKeyPairSync, randomUUID, sign } from "node:crypto"
 import * as http2 from "node:http2"
-import { Code, ConnectError, createClient } from "@connectrpc/connect"
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect"
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -73,6 +73,11 @@ const unary = (authorization?: string) =>
     },
     "{}"
   )
+
+const withToken: Interceptor = (next) => (req) => {
+  req.header.set("authorization", `Bearer ${h.token}`)
+  return next(req)
+}
 
 describe("JWT ES256 auth (as the original)", () => {
   it("serves /health without a token", async () => {
@@ -159,13 +164,13 @@ describe("JWT ES256 auth (as the original)", () => {
       createGrpcTransport({
         baseUrl: h.server.url,
         nodeOptions: { ca: h.server.certPem },
-        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${h.token}`), next(req))]
+        interceptors: [withToken]
       }),
       createGrpcWebTransport({
         baseUrl: h.server.url,
         httpVersion: "2",
         nodeOptions: { ca: h.server.certPem },
-        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${h.token}`), next(req))]
+        interceptors: [withToken]
       })
     ]) {
       const client = createClient(JobService, transport)

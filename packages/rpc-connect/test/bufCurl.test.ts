@@ -32,7 +32,13 @@ interface CurlResult {
 }
 
 /** `buf curl` with the proto module as schema (the server has no reflection, as the original). */
-const curl = (protocol: "connect" | "grpc", method: string, data: unknown, auth = true) =>
+const curl = (
+  protocol: "connect" | "grpc",
+  method: string,
+  data: unknown,
+  auth = true,
+  extra: ReadonlyArray<string> = []
+) =>
   new Promise<CurlResult>((resolve) => {
     const args = [
       "curl",
@@ -44,8 +50,9 @@ const curl = (protocol: "connect" | "grpc", method: string, data: unknown, auth 
       caFile,
       ...(auth ? ["-H", `Authorization: Bearer ${h.token}`] : []),
       "-d",
-      JSON.stringify(data),
-      `${h.server.url}/job.v1.JobService/${method}`
+      typeof data === "string" ? data : JSON.stringify(data),
+      ...extra,
+      `${h.server.url}/job.v1.${method.includes("/") ? method : `JobService/${method}`}`
     ]
     execFile(buf, args, { cwd: pkg, timeout: 30_000 }, (error, stdout, stderr) => {
       resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? 1), stdout, stderr })
@@ -108,11 +115,46 @@ describe.each(["connect", "grpc"] as const)("buf curl --protocol %s", (protocol)
     })
     expect(completed.code).toBe(0)
     const listed = documents((await curl(protocol, "ListJobs", { queue, state: "JOB_STATE_COMPLETED" })).stdout)[0]
-    expect((listed?.jobs as Array<{ jobId: string }>).map((j) => j.jobId)).toEqual([created?.jobId])
+    expect((listed!.jobs as Array<{ jobId: string }>).map((j) => j.jobId)).toEqual([created?.jobId])
     expect(listed?.lastPage).toBe(1)
 
     const empty = documents((await curl(protocol, "ListJobs", { queue: `none-${randomUUID()}` })).stdout)[0]
     expect(empty).toEqual({ lastPage: 1 })
+  })
+
+  it("publishes events on a client stream and replays them from a sequence", async () => {
+    const queue = `buf-ev-${protocol}-${randomUUID()}`
+    const created = documents((await curl(protocol, "EnqueueJob", { requestId: randomUUID(), queue })).stdout)[0]
+    const taskToken = documents((await curl(protocol, "DequeueJob", { queue })).stdout)[0]?.taskToken
+    const messages = [
+      { taskToken, events: [{ sequence: "1", eventType: "EVENT_TYPE_PROCESS_START", processStart: { pid: 7 } }] },
+      { taskToken, events: [{ sequence: "2", eventType: "EVENT_TYPE_OUTPUT", output: { output: "aGkK" } }] },
+      {
+        taskToken,
+        events: [{ sequence: "3", eventType: "EVENT_TYPE_PROCESS_END", processEnd: { pid: 7, exitCode: 3 } }]
+      }
+    ]
+    const published = await curl(
+      protocol,
+      "JobEventsService/PublishJobEvents",
+      messages.map((m) => JSON.stringify(m)).join("\n")
+    )
+    expect([published.code, published.stderr]).toEqual([0, ""])
+    // The stream stays open (as the original); buf curl's own timeout ends it after the replay.
+    const streamed = await curl(
+      protocol,
+      "JobEventsService/StreamJobEvents",
+      { jobId: created?.jobId, fromSequence: "2" },
+      true,
+      ["--timeout", "2s"]
+    )
+    const events = documents(streamed.stdout).map((d) => d.event as Record<string, unknown>)
+    expect(events.map((e) => [e.sequence, e.eventType])).toEqual([
+      ["2", "EVENT_TYPE_OUTPUT"],
+      ["3", "EVENT_TYPE_PROCESS_END"]
+    ])
+    expect(events[0]?.output).toEqual({ output: "aGkK" })
+    expect(streamed.stderr).toContain("deadline_exceeded")
   })
 
   it("is refused without a token", async () => {
