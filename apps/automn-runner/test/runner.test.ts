@@ -304,6 +304,60 @@ describe("script runs", () => {
     })
   })
 
+  it("headers are flushed before the script starts; output streams as it arrives", async () => {
+    const gate = join(r.dataDir, "gate")
+    const gate2 = join(r.dataDir, "gate2")
+    // the script prints nothing until the test opens the gate: the headers must come first
+    const res = await fetch(`${r.url}/api/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-automn-runner-secret": SECRET },
+      body: JSON.stringify(
+        shell(
+          `while [ ! -f ${gate} ]; do sleep 0.05; done\necho first\nwhile [ ! -f ${gate2} ]; do sleep 0.05; done\necho second`
+        )
+      )
+    })
+    expect(res.status).toBe(200)
+    writeFileSync(gate, "")
+    const reader = res.body?.getReader()
+    let seen = ""
+    while (!seen.includes("first")) {
+      const chunk = await reader?.read()
+      if (chunk === undefined || chunk.done) break
+      seen += new TextDecoder().decode(chunk.value)
+    }
+    // the first frame arrived while the script still runs
+    expect(seen).toContain('{"type":"log","line":"first\\n"}')
+    expect(seen).not.toContain("second")
+    writeFileSync(gate2, "")
+    for (;;) {
+      const chunk = await reader?.read()
+      if (chunk === undefined || chunk.done) break
+      seen += new TextDecoder().decode(chunk.value)
+    }
+    expect(seen).toContain("second")
+    expect(seen).toContain('"type":"result"')
+  })
+
+  it("node ES module scripts, bodies over 1 MB", async () => {
+    const esm = await postRun(r.url, SECRET, {
+      script: {
+        language: "node",
+        id: "esm/script",
+        code: 'import os from "node:os"\nconsole.log(typeof os.cpus)\nAutomnReturn(import.meta.url.endsWith(".mjs"))'
+      }
+    })
+    const data = resultOf(esm.frames)
+    expect(data.stdout).toBe("function")
+    expect(data.returnData).toBe(true)
+    expect(readFileSync(join(r.dataDir, "script_workdir", "esm-script", "package.json"), "utf8")).toContain(
+      "automn-script-esm-script"
+    )
+    const big = await postRun(r.url, SECRET, { script: { language: "shell", code: `# ${"x".repeat(1024 * 1024)}` } })
+    expect(big.status).toBe(500)
+    expect(JSON.parse(big.text)).toEqual({ error: "Runner internal error" })
+  })
+
   it("unsupported language, missing code, bad return JSON, exit codes, generated run id", async () => {
     const unsupported = await postRun(r.url, SECRET, { script: { language: "typescript", code: "1" } })
     const u = resultOf(unsupported.frames)
