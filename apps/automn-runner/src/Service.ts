@@ -16,7 +16,7 @@ export const KILL_GRACE_MS = 1000
 /** The HTTP server on `config.port` with the runner's routes and the process executor. */
 export const serverLayer = (app: RunnerApp) =>
   HttpRouter.serve(routes(app), { disableLogger: true, disableListenLog: true }).pipe(
-    Layer.provide(NodeHttpServer.layer(createServer, { port: app.config.port })),
+    Layer.provide(NodeHttpServer.layer(createServer, { port: app.config.port, gracefulShutdownTimeout: 0 })),
     Layer.provide(ProcessExecutor.layer({ inheritEnv: false, killGraceMs: KILL_GRACE_MS }))
   )
 

@@ -449,6 +449,35 @@ describe("script runs", () => {
   })
 })
 
+describe("shutdown", () => {
+  it("SIGTERM ends the service at once, cutting open streams and killing their scripts", async () => {
+    const r = await runner({ AUTOMN_RUNNER_SECRET: SECRET, AUTOMN_RUNNER_HEARTBEAT_MS: "-1" })
+    const pidFile = join(r.dataDir, "shutdown.pid")
+    const res = await fetch(`${r.url}/api/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-automn-runner-secret": SECRET },
+      body: JSON.stringify(shell(`echo $$ > ${pidFile}\necho started\nsleep 60`))
+    })
+    const reader = res.body?.getReader()
+    await reader?.read()
+    const pid = Number(readFileSync(pidFile, "utf8").trim())
+    expect(alive(pid)).toBe(true)
+    await r.stop()
+    await waitFor("the script to be killed", () => (!alive(pid) ? true : undefined), 10_000)
+    let rest = ""
+    try {
+      for (;;) {
+        const chunk = await reader?.read()
+        if (chunk === undefined || chunk.done) break
+        rest += new TextDecoder().decode(chunk.value)
+      }
+    } catch {
+      // the connection was cut
+    }
+    expect(rest).not.toContain('"type":"result"')
+  })
+})
+
 describe("secret rotation through /internal/reset", () => {
   it("rotates: the old secret is refused at once, the new one registers and runs", async () => {
     const OLD = "old-secret-aaaaaaaaaa"
