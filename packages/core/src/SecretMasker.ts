@@ -552,17 +552,29 @@ const isSchemeSep = (data: Uint8Array, q: number): boolean =>
  * password range is appended to `out`.
  */
 const findUrlCredentials = (data: Uint8Array, end: number, out: Ranges): void => {
+  // Consecutive "@"s in one run of userinfo bytes share its start and its first ":": both are
+  // carried from one "@" to the next, so a long run of "@"s costs linear time.
+  let prevAt = -1
+  let prevQ = -1
+  let prevColon = -1
   let at = byteIndexOf(data, AT, 0)
   while (at !== -1 && at < end) {
     // scan back over userinfo bytes to the "//" of "://"
     const limit = Math.max(0, at - MAX_URL_USERINFO - 1)
     let q = at - 1
-    while (q >= limit && IS_USERINFO[data[q]!] === 1) q--
+    while (q > prevAt && q >= limit && IS_USERINFO[data[q]!] === 1) q--
+    const continued = prevAt >= 0 && q === prevAt
+    if (continued) q = prevQ
+    let colon = -1
     if (q >= 0 && at - q - 1 <= MAX_URL_USERINFO && isSchemeSep(data, q)) {
-      let colon = q + 1
+      colon = continued && prevColon !== -1 ? prevColon : continued ? prevAt + 1 : q + 1
       while (colon < at && data[colon] !== COLON) colon++
       if (colon + 1 < at) out.push(colon + 1, at)
+      if (colon >= at) colon = -1
     }
+    prevAt = at
+    prevQ = q
+    prevColon = colon
     at = byteIndexOf(data, AT, at + 1)
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
-import { MASK, SecretMasker } from "../src/SecretMasker.ts"
+import { MASK, MAX_URL_USERINFO, SecretMasker } from "../src/SecretMasker.ts"
 
 const textStreamed = (masker: SecretMasker, chunks: ReadonlyArray<Uint8Array>): string => {
   const state = masker.textState()
@@ -114,6 +114,50 @@ describe("SecretMasker properties", () => {
       expect(masker.maskString(input)).toBe(expected)
     },
     { timeout: 120_000, arbitrary: { runs: 1000 } }
+  )
+
+  // The URL rule against a direct reading of it: for every "@", the run of userinfo bytes before it
+  // must start right after "://" (within MAX_URL_USERINFO bytes); the password is between the
+  // run's first ":" and that "@".
+  const urlReference = (text: string): string => {
+    const userinfo = /[A-Za-z0-9\-._~%!$&'()*+,;=:@]/
+    const ranges: Array<[number, number]> = []
+    for (let at = text.indexOf("@"); at !== -1; at = text.indexOf("@", at + 1)) {
+      let q = at - 1
+      while (q >= 0 && userinfo.test(text[q]!)) q--
+      if (q < 2 || text.slice(q - 2, q + 1) !== "://" || at - q - 1 > MAX_URL_USERINFO) continue
+      const colon = text.indexOf(":", q + 1)
+      if (colon !== -1 && colon + 1 < at) ranges.push([colon + 1, at])
+    }
+    let out = ""
+    let pos = 0
+    let k = 0
+    while (k < ranges.length) {
+      const s = ranges[k]![0]
+      let e = ranges[k]![1]
+      while (k + 1 < ranges.length && ranges[k + 1]![0] <= e) e = Math.max(e, ranges[++k]![1])
+      k++
+      out += text.slice(pos, s) + MASK
+      pos = e
+    }
+    return out + text.slice(pos)
+  }
+  it.prop(
+    "URL credentials: streamed output equals a direct reading of the rule",
+    {
+      parts: Schema.Array(Schema.Literals(["https://", "://", "u", ":", "@", "pw", "/", " ", "x@y", ":/"])).check(
+        Schema.isBetweenLength(0, 60)
+      ),
+      sizes: Sizes
+    },
+    ({ parts, sizes }) => {
+      const masker = new SecretMasker([])
+      const input = parts.join("")
+      const expected = urlReference(input)
+      expect(dec.decode(streamed(masker, chunked(enc.encode(input), sizes)))).toBe(expected)
+      expect(masker.maskString(input)).toBe(expected)
+    },
+    { timeout: 120_000, arbitrary: { runs: 1500 } }
   )
 
   // Arbitrary bytes, invalid UTF-8 included: masking then decoding, and masking while decoding

@@ -383,6 +383,19 @@ describe("SecretMasker: credentials in URLs", () => {
     }
   })
 
+  it("masks up to the last @ of the userinfo, also with many of them", () => {
+    expectAllSplits(m, "x https://u:a@b@c@host/ y", "x https://u:***@host/ y")
+    expectAllSplits(m, "x https://u@:pw@host/ y", "x https://u@:***@host/ y")
+    const many = `https://u:${"p@".repeat(1000)}host/`
+    expect(m.maskString(many)).toBe("https://u:***@host/")
+    // only "@"s within MAX_URL_USERINFO bytes of "://" count
+    const tooMany = `https://u:${"p@".repeat(1100)}host/`
+    const out = m.maskString(tooMany)
+    expect(out.startsWith("https://u:***@p@p@")).toBe(true)
+    // the last "@" that counts is at offset 2047 of the userinfo: 2045 password bytes become ***
+    expect(out.length).toBe(tooMany.length - (MAX_URL_USERINFO - 3) + 3)
+  })
+
   it("masks a URL password split at every byte boundary", () => {
     expectAllSplits(m, "remote: https://bot:tok-en.123@host.example/x y", "remote: https://bot:***@host.example/x y")
   })
