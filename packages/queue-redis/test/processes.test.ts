@@ -324,7 +324,13 @@ describe.skipIf(!redisAvailable)("runner processes over the Redis queues", () =>
               async () => (await evidence.hlen(`${evidencePrefix}runs`)) >= 200,
               60_000
             )
-            const stopper = new Redis(url)
+            // No retries: the reply never comes (the server is gone) and must not be resent.
+            const stopper = new Redis(url, {
+              maxRetriesPerRequest: 0,
+              retryStrategy: () => null,
+              autoResendUnfulfilledCommands: false
+            })
+            stopper.on("error", () => undefined)
             await stopper.call("SHUTDOWN", "NOSAVE").catch(() => undefined)
             stopper.disconnect()
             await new Promise<void>((resolve) =>
