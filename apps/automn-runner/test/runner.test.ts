@@ -122,6 +122,24 @@ describe("POST /api/run error codes, in the contract's order", () => {
     })
     expect(reset.status).toBe(404)
     expect(await reset.json()).toEqual({ error: "Reset endpoint disabled" })
+    const form = (body: string) =>
+      fetch(`${r.url}/ui/register`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body
+      })
+    const missing = await form("")
+    expect(missing.status).toBe(400)
+    expect(missing.headers.get("content-type")).toBe("text/html; charset=utf-8")
+    expect(await missing.text()).toContain("Secret is required")
+    const short = await form("secret=%20%20short-one%20%20")
+    expect(short.status).toBe(400)
+    expect(await short.text()).toContain("Secret must be at least 12 characters")
+    // no host configured: stored, but registration reports the missing configuration
+    const stored = await form("secret=long-enough-secret-1")
+    expect(stored.status).toBe(200)
+    expect(await stored.text()).toContain("Runner is missing configuration.")
+    expect((await postRun(r.url, "long-enough-secret-1", shell("true"))).status).toBe(200)
     const unknown = await fetch(`${r.url}/nope`)
     expect(unknown.status).toBe(404)
     expect(await unknown.text()).toContain("Cannot GET /nope")
@@ -543,6 +561,13 @@ describe("secret rotation through /internal/reset", () => {
     expect(await res.json()).toEqual({
       error: "Runner secret is managed via environment variables and cannot be changed"
     })
+    const ui = await fetch(`${r.url}/ui/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ secret: "another-secret-xyz" })
+    })
+    expect(ui.status).toBe(403)
+    expect(await ui.text()).toContain("Runner secret is managed via environment variables.")
     expect((await postRun(r.url, SECRET, shell("true"))).status).toBe(200)
   })
 })
