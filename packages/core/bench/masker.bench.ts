@@ -7,11 +7,13 @@
  * - unmasked (the anchor): streaming UTF-8 decode (TextDecoder), as output events need text;
  * - runlane-masker: maskTextStream (mask and decode in one step, no copy of the bytes);
  * - runlane-masker-bytes: maskStream (masked bytes, copied where they change) then the decode.
- * Each round times the three back to back. `mbPerSec` is per CPU-second of this process (user +
+ * Each round times the three back to back, each after a full GC. `mbPerSec` is per CPU-second of this process (user +
  * system, all threads, GC included; the machine is shared, so wall time mostly measures the other
  * tenants), `wallMbPerSec` per wall-clock second; both are medians over ROUNDS rounds. `ratio` is
  * the median of the per-round CPU-time ratios (unmasked time / masked time).
  */
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { Effect, Stream } from "effect"
 import { MASK, maskStream, maskTextStream, SecretMasker } from "../src/SecretMasker.ts"
 
@@ -118,9 +120,14 @@ const maskedBytes = decodeAll(Stream.fromIterable(chunks).pipe(maskStream(masker
  * Times one run: CPU time of this process (user + system, every thread: GC included) and wall time.
  * The machine is shared with other suites, so CPU time is the figure that measures the work.
  */
+setFlagsFromString("--expose-gc")
+const gc = runInNewContext("gc") as () => void
+
 const timeIt = (
   effect: Effect.Effect<number>
 ): { readonly cpuMs: number; readonly wallMs: number; readonly chars: number } => {
+  // start every run from a collected heap, so no run pays for the garbage of the one before
+  gc()
   const cpu0 = process.cpuUsage()
   const start = performance.now()
   const chars = Effect.runSync(effect)
