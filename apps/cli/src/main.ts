@@ -1,12 +1,13 @@
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Effect } from "effect"
 import { CliError, Command } from "effect/cli"
+import { automnRunnerCommand } from "./commands/automnRunner.ts"
 import { pgQueueCommand } from "./commands/pgQueue.ts"
 import { runCommand } from "./commands/run.ts"
 import { ExitCode, UsageError } from "./ExitCode.ts"
 
 /** Subcommands of `runlane`; adapter packages add theirs here. */
-export const subcommands = [runCommand, pgQueueCommand] as const
+export const subcommands = [runCommand, pgQueueCommand, automnRunnerCommand] as const
 
 export const runlane = Command.make("runlane").pipe(
   Command.withDescription("runlane: run jobs from queues, locally, in containers or sandboxes"),
