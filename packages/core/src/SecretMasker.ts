@@ -326,7 +326,8 @@ type Ranges = Array<number>
  * An immutable search structure over a set of patterns. Matches are found with a Wu-Manber
  * multi-pattern filter over the anchor segments (3-byte blocks, so a window of `m` bytes is skipped
  * when its last block appears in no anchor), each candidate verified byte by byte, forward and
- * backward through the whitespace gaps of multi-line patterns.
+ * backward through the whitespace gaps of multi-line patterns. When every anchor has 7+ bytes, an
+ * aligned 4-gram filter runs first and Wu-Manber only around the words that pass it.
  */
 class Matcher {
   readonly patterns: ReadonlyArray<Pattern>
@@ -521,7 +522,7 @@ class Matcher {
   }
 
   /**
-   * The smallest position p >= from such that data[p, end) is a proper beginning of some pattern
+   * The smallest position p such that data[p, end) is a proper beginning of some pattern
    * (a match that the next bytes may complete), or `end` when there is none.
    */
   partialStart(data: Uint8Array, end: number): number {
