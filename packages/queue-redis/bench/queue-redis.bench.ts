@@ -26,6 +26,8 @@ const PREFIX = `rlbench:${RUN}:`
 interface Figures {
   readonly enqueuePerSec: number
   readonly processPerSec: number
+  /** runlane only: the adapter driven by bare take/ack loops (50 leases in flight), no Runner. */
+  readonly adapterLoopProcessPerSec?: number
 }
 
 const perSec = (n: number, ms: number) => Math.round((n / ms) * 1000)
@@ -58,14 +60,26 @@ const runlane = (queueLayer: Layer.Layer<JobQueue>, queueName: string): Promise<
       const enqueueMs = performance.now() - t0
       let processed = 0
       const t1 = performance.now()
+      const runners = Number(process.env.BENCH_RUNNERS ?? 1)
       const fiber = yield* Effect.forkChild(
-        Runner.run(
-          { queue: queueName, concurrency: CONCURRENCY, record: false, pollWaitMs: 200, visibilityMs: 60_000 },
+        Effect.forEach(
+          Array.from({ length: runners }, (_, i) => i),
           () =>
-            Effect.sync(() => {
-              processed++
-              return {}
-            })
+            Runner.run(
+              {
+                queue: queueName,
+                concurrency: Math.ceil(CONCURRENCY / runners),
+                record: false,
+                pollWaitMs: 200,
+                visibilityMs: 60_000
+              },
+              () =>
+                Effect.sync(() => {
+                  processed++
+                  return {}
+                })
+            ),
+          { concurrency: "unbounded", discard: true }
         )
       )
       yield* Effect.promise(() => waitFor(() => processed >= JOBS))
@@ -74,7 +88,29 @@ const runlane = (queueLayer: Layer.Layer<JobQueue>, queueName: string): Promise<
       const stats = yield* queue.stats(queueName)
       if (stats.ready + stats.inflight + stats.delayed + stats.dead !== 0 || processed !== JOBS)
         throw new Error(`${queueName}: not drained: ${JSON.stringify(stats)} processed=${processed}`)
-      return { enqueuePerSec: perSec(JOBS, enqueueMs), processPerSec: perSec(JOBS, processMs) }
+      // The same adapter without the Runner: two loops, each take 25 then ack them all.
+      for (let i = 0; i < inputs.length; i += 1000) yield* queue.enqueueMany(inputs.slice(i, i + 1000))
+      let looped = 0
+      const t2 = performance.now()
+      yield* Effect.forEach(
+        [0, 1],
+        () =>
+          Effect.gen(function* () {
+            while (looped < JOBS) {
+              const leases = yield* queue.take({ queue: queueName, max: 25, visibilityMs: 60_000, waitMs: 0 })
+              if (leases.length === 0) break
+              yield* Effect.forEach(leases, (l) => queue.ack(l.token), { concurrency: "unbounded", discard: true })
+              looped += leases.length
+            }
+          }),
+        { concurrency: "unbounded", discard: true }
+      )
+      const loopMs = performance.now() - t2
+      return {
+        enqueuePerSec: perSec(JOBS, enqueueMs),
+        processPerSec: perSec(JOBS, processMs),
+        adapterLoopProcessPerSec: perSec(looped, loopMs)
+      }
     }).pipe(
       Effect.provide(Layer.mergeAll(queueLayer, MemoryJobStore.layer(), MemoryEventLog.layer(), MemoryLimiter.layer()))
     )
@@ -220,6 +256,10 @@ const main = async () => {
       enqueueRatio: ratio(figures.enqueuePerSec, anchorEnqueue),
       processRatio: ratio(figures.processPerSec, anchorProcess),
       ratio: ratio(figures.processPerSec, anchorProcess)
+    }
+    if (figures.adapterLoopProcessPerSec !== undefined) {
+      line.adapterLoopProcessPerSec = figures.adapterLoopProcessPerSec
+      line.adapterLoopProcessRatio = ratio(figures.adapterLoopProcessPerSec, anchorProcess)
     }
     if (system.startsWith("runlane-") && results["redis-ceiling"] !== undefined) {
       line.enqueueOfCeiling = ratio(figures.enqueuePerSec, results["redis-ceiling"]!.enqueuePerSec)

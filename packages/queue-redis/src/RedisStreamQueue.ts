@@ -143,17 +143,21 @@ return out
 `)
 
 const take = new LuaScript(`${STREAM_LUA}
-local base, consumer, max, vis, nb = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local base, consumer, max, vis, nb, claimEvery = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local now = nowMs()
 promoteDue(base, now)
 local exp = now + vis
 local leaseKey = base .. 'lease'
 local out = {exp, -1, 0}
 local count = 0
-local function grant(stream, p, id, f, attempt, m, ids)
+-- XAUTOCLAIM scans the pending list; do it at most every claimEvery ms per queue, continuing
+-- from where the last scan stopped (per level), so a long pending list is covered in turns.
+local claim = redis.call('SET', base .. 'claimtick', now, 'NX', 'PX', claimEvery)
+local function grant(p, id, f, attempt, m, ids, fields)
   count = count + 1
   local nonce = nb .. count
-  redis.call('HSET', leaseKey, p .. ':' .. id, nonce .. '|' .. exp .. '|' .. attempt .. '|' .. m .. '|' .. consumer)
+  fields[#fields + 1] = p .. ':' .. id
+  fields[#fields + 1] = nonce .. '|' .. exp .. '|' .. attempt .. '|' .. m .. '|' .. consumer
   ids[#ids + 1] = id
   local raw = ''
   if f.j == nil then raw = cjson.encode(f) end
@@ -168,34 +172,39 @@ local levels = redis.call('ZREVRANGE', base .. 'prios', 0, -1)
 for _, p in ipairs(levels) do
   if count >= max then break end
   local stream = base .. 's:' .. p
-  local ids = {}
-  local r = redis.pcall('XAUTOCLAIM', stream, G, consumer, H, '0-0', 'COUNT', max - count)
-  if r['err'] then
-    ensureLevel(base, p)
-  else
-    if r[3] then
-      for _, id in ipairs(r[3]) do
-        redis.call('XACK', stream, G, id)
-        redis.call('HDEL', leaseKey, p .. ':' .. id)
+  local ids, fields = {}, {}
+  if claim then
+    local cursorKey = base .. 'cc:' .. p
+    local cursor = redis.call('GET', cursorKey) or '0-0'
+    local r = redis.pcall('XAUTOCLAIM', stream, G, consumer, H, cursor, 'COUNT', max - count)
+    if r['err'] then
+      ensureLevel(base, p)
+    else
+      redis.call('SET', cursorKey, r[1])
+      if r[3] then
+        for _, id in ipairs(r[3]) do
+          redis.call('XACK', stream, G, id)
+          redis.call('HDEL', leaseKey, p .. ':' .. id)
+        end
       end
-    end
-    for _, e in ipairs(r[2]) do
-      local id, f = e[1], toMap(e[2])
-      local m = tonumber(f.m) or 3
-      local attempt = (tonumber(f.a) or 0) + 1
-      local old = redis.call('HGET', leaseKey, p .. ':' .. id)
-      if old then
-        local _, _, oa = parseLease(old)
-        attempt = oa + 1
-      end
-      if attempt > m then
-        redis.call('XACK', stream, G, id)
-        redis.call('XDEL', stream, id)
-        redis.call('HDEL', leaseKey, p .. ':' .. id)
-        addDead(base, f.i or ('entry:' .. p .. ':' .. id), now,
-          {reason = 'lease expired on attempt ' .. (attempt - 1) .. ' of ' .. m, attempt = attempt - 1, j = f.j, raw = (f.j == nil) and cjson.encode(f) or nil})
-      else
-        grant(stream, p, id, f, attempt, m, ids)
+      for _, e in ipairs(r[2]) do
+        local id, f = e[1], toMap(e[2])
+        local m = tonumber(f.m) or 3
+        local attempt = (tonumber(f.a) or 0) + 1
+        local old = redis.call('HGET', leaseKey, p .. ':' .. id)
+        if old then
+          local _, _, oa = parseLease(old)
+          attempt = oa + 1
+        end
+        if attempt > m then
+          redis.call('XACK', stream, G, id)
+          redis.call('XDEL', stream, id)
+          redis.call('HDEL', leaseKey, p .. ':' .. id)
+          addDead(base, f.i or ('entry:' .. p .. ':' .. id), now,
+            {reason = 'lease expired on attempt ' .. (attempt - 1) .. ' of ' .. m, attempt = attempt - 1, j = f.j, raw = (f.j == nil) and cjson.encode(f) or nil})
+        else
+          grant(p, id, f, attempt, m, ids, fields)
+        end
       end
     end
   end
@@ -206,11 +215,12 @@ for _, p in ipairs(levels) do
     elseif rr then
       for _, e in ipairs(rr[1][2]) do
         local f = toMap(e[2])
-        grant(stream, p, e[1], f, (tonumber(f.a) or 0) + 1, tonumber(f.m) or 3, ids)
+        grant(p, e[1], f, (tonumber(f.a) or 0) + 1, tonumber(f.m) or 3, ids, fields)
       end
     end
   end
   if #ids > 0 then
+    redis.call('HSET', leaseKey, unpack(fields))
     -- The lease expires when the entry's idle time reaches H (see XAUTOCLAIM above).
     local args = {stream, G, consumer, 0}
     for _, id in ipairs(ids) do args[#args + 1] = id end
@@ -237,20 +247,31 @@ end
 return out
 `)
 
-/** Acks several leases of one queue: ARGV base, then (priority, entry id, nonce) triples; a code per lease. */
 const ackScript = new LuaScript(`${STREAM_LUA}
 local base = ARGV[1]
 local now = nowMs()
 local out = {}
+local byStream, fields = {}, {}
 for i = 2, #ARGV, 3 do
   local id = ARGV[i + 1]
   local h, code = holder(base, ARGV[i], id, ARGV[i + 2], now)
   if h then
-    finish(base, h, id)
+    local ids = byStream[h.stream]
+    if not ids then
+      ids = {}
+      byStream[h.stream] = ids
+    end
+    ids[#ids + 1] = id
+    fields[#fields + 1] = h.lk
     code = 1
   end
   out[#out + 1] = code
 end
+for stream, ids in pairs(byStream) do
+  redis.call('XACK', stream, G, unpack(ids))
+  redis.call('XDEL', stream, unpack(ids))
+end
+if #fields > 0 then redis.call('HDEL', base .. 'lease', unpack(fields)) end
 return out
 `)
 
@@ -436,7 +457,13 @@ const decodeToken = (token: string): StreamToken | undefined => {
   return { queue: decodeName(queue), priority, entryId, nonce }
 }
 
-export interface RedisStreamQueueConfig extends RedisQueueConfig {}
+export interface RedisStreamQueueConfig extends RedisQueueConfig {
+  /**
+   * `take` scans the pending entries for expired leases (`XAUTOCLAIM`) at most this often per
+   * queue (default 100 ms), continuing where the last scan stopped; `recover` always scans all.
+   */
+  readonly reclaimIntervalMs?: number
+}
 
 /**
  * A `JobQueue` on Redis Streams: one stream per queue and priority level read by a consumer
@@ -448,6 +475,7 @@ export const make = Effect.fnUntraced(function* (config: RedisStreamQueueConfig 
   const prefix = config.prefix ?? "runlane:"
   const ttl = config.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS
   const pollMs = config.pollIntervalMs ?? 1000
+  const reclaimEveryMs = Math.max(1, config.reclaimIntervalMs ?? 100)
   const defaultName = config.consumer ?? defaultConsumer()
   const client = yield* Effect.acquireRelease(
     Effect.sync(() => makeClient(config)),
@@ -497,7 +525,11 @@ export const make = Effect.fnUntraced(function* (config: RedisStreamQueueConfig 
       const max = Math.max(0, Math.min(MAX_TAKE, Math.floor(options.max)))
       if (max === 0) return { leases: [] as Array<Lease>, wait: undefined }
       const out = (yield* tryRedis("take", () =>
-        take.run(client, [`${b}prios`], [b, consumer, max, Math.max(1, Math.floor(options.visibilityMs)), nonceBase()])
+        take.run(
+          client,
+          [`${b}prios`],
+          [b, consumer, max, Math.max(1, Math.floor(options.visibilityMs)), nonceBase(), reclaimEveryMs]
+        )
       )) as Array<string | number>
       const expiresAt = Number(out[0])
       const leases: Array<Lease> = []
