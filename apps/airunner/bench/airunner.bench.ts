@@ -52,7 +52,7 @@ const benchRpc = async () => {
     [...(fromSource ? ["--conditions=source"] : []), bin, "rpc-server", "--listen", `127.0.0.1:${port}`],
     {
       env: { ...process.env, JWT_PUBLIC_KEY: publicKey.export({ type: "spki", format: "pem" }).toString() },
-      stdio: ["ignore", "ignore", "inherit"]
+      stdio: ["ignore", "ignore", "ignore"]
     }
   )
   try {

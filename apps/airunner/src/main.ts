@@ -22,6 +22,28 @@ export const airunner = Command.make("airunner").pipe(
 export const programOf = (args: ReadonlyArray<string>): string =>
   args.includes("rpc-server") ? "airunner-server" : "airunner-cli"
 
+const COMMANDS = new Set(["rpc-server", "worker", "submit", "monitor", "list", "token"])
+const GLOBAL_BOOLS = new Set(["--dev", "--debug", "--dev=true", "--debug=true", "--dev=false", "--debug=false"])
+
+/**
+ * kong's global flags (`--dev` of airunner-server, `--debug` of airunner-cli) may stand before
+ * or after the command; effect/cli wants them after it, and only on the commands that use them
+ * (`rpc-server` for `--dev`, `worker` for `--debug`; elsewhere they are accepted and ignored).
+ */
+export const normalizeArgs = (args: ReadonlyArray<string>): Array<string> => {
+  const index = args.findIndex((a) => COMMANDS.has(a))
+  if (index < 0) return [...args]
+  const command = args[index]!
+  const globals = args.filter(
+    (a, i) => i !== index && GLOBAL_BOOLS.has(a) && (i < index || !args[i - 1]?.startsWith("--"))
+  )
+  const rest = args.filter((a, i) => i !== index && !globals.includes(a))
+  const kept = globals.filter(
+    (a) => (command === "rpc-server" && a.startsWith("--dev")) || (command === "worker" && a.startsWith("--debug"))
+  )
+  return [command, ...kept, ...rest]
+}
+
 /** Runs the CLI; failures exit 1 (`<program>: error: …`), usage errors 80, as kong does. */
 export const main = (args: ReadonlyArray<string>) => {
   const program = programOf(args)
@@ -30,7 +52,7 @@ export const main = (args: ReadonlyArray<string>) => {
     Effect.sync(() => process.stderr.write(`${program}: error: ${message}\n`)).pipe(
       Effect.andThen(Effect.fail(new ExitCode(code)))
     )
-  return Command.runWith(airunner, { version: VERSION })(args).pipe(
+  return Command.runWith(airunner, { version: VERSION })(normalizeArgs(args)).pipe(
     Effect.scoped,
     Effect.catchCause((cause) => {
       const squashed = Cause.squash(cause)

@@ -79,3 +79,13 @@ describe("monitor and list output", () => {
     ])
   })
 })
+
+describe("global flags", () => {
+  it("moves kong's global --dev/--debug after the command, dropping them where unused", async () => {
+    const { normalizeArgs } = await import("../src/index.ts")
+    expect(normalizeArgs(["--debug", "worker", "--queue", "q"])).toEqual(["worker", "--debug", "--queue", "q"])
+    expect(normalizeArgs(["--dev", "rpc-server", "--no-auth"])).toEqual(["rpc-server", "--dev", "--no-auth"])
+    expect(normalizeArgs(["list", "--debug", "--page", "2"])).toEqual(["list", "--page", "2"])
+    expect(normalizeArgs(["rpc-server", "--dev=false"])).toEqual(["rpc-server", "--dev=false"])
+  })
+})

@@ -131,6 +131,14 @@ const grpcMessage = (message: string): string =>
     )
     .join("")
 
+/** The RPC protocol of a request, from its content type (for logs). */
+const protocolOf = (contentType: string | null): string => {
+  const type = (contentType ?? "").toLowerCase()
+  if (type.startsWith("application/grpc-web")) return "grpcweb"
+  if (type.startsWith("application/grpc")) return "grpc"
+  return "connect"
+}
+
 type Req = http2.Http2ServerRequest
 type Res = http2.Http2ServerResponse
 
@@ -205,19 +213,37 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
     interceptors: [
       (next) => async (req) => {
         const started = performance.now()
+        const protocol = protocolOf(req.header.get("content-type"))
+        const duration = () => `${(performance.now() - started).toFixed(3)}ms`
         try {
           const res = await next(req)
           if (!res.stream) {
-            log("debug", "rpc call", {
-              procedure: req.url,
-              protocol: req.header.get("content-type"),
-              duration: `${(performance.now() - started).toFixed(3)}ms`
-            })
+            log("info", "rpc call", { procedure: req.url, protocol, duration: duration() })
+            return res
           }
-          return res
+          const messages = res.message
+          return {
+            ...res,
+            message: (async function* () {
+              try {
+                yield* messages
+                log("info", "rpc server stream finished", { procedure: req.url, protocol, duration: duration() })
+              } catch (error) {
+                log("error", "rpc server stream error", {
+                  procedure: req.url,
+                  protocol,
+                  duration: duration(),
+                  error: String(error)
+                })
+                throw error
+              }
+            })()
+          }
         } catch (error) {
           log("error", req.stream ? "rpc server stream error" : "rpc call", {
             procedure: req.url,
+            protocol,
+            duration: duration(),
             error: String(error)
           })
           throw error
