@@ -4,13 +4,30 @@
  *
  * - enqueuePerSec: 20,000 jobs added in batches of 1,000 (runlane `enqueueMany`, Graphile `addJobs`).
  * - processPerSec: from starting the workers until every job's completion is committed
- *   (runlane: the 20,000th successful ack; Graphile: its jobs table is empty).
+ *   (runlane: the 20,000th ack and an empty table; Graphile: its jobs table is empty).
+ * - pgCpuMsPer1k / clientCpuMsPer1k: CPU used while processing, per 1,000 jobs, by the
+ *   PostgreSQL backends of the bench database (from /proc) and by this process. Less noisy than
+ *   the rates on a shared machine.
  *
- * Prints one JSON line per system; the runlane line carries `ratio` (process, against
- * Graphile batched) and `enqueueRatio`.
+ * Lines: graphile-worker-batched (the anchor), graphile-worker-unbatched, runlane-postgres
+ * (Runner, `prefetch` 1000, default batched acks), runlane-postgres-write-behind-acks,
+ * runlane-postgres-direct (the queue alone: 50 fibers take and ack, no Runner), and
+ * runner-over-array-queue (the Runner over an in-memory array: its own ceiling in this run).
+ * runlane lines carry `ratio` (process) and `enqueueRatio` against Graphile batched.
+ * BENCH_SKIP_UNBATCHED=1 skips the slow unbatched run; BENCH_ONLY=runlane|graphile.
  */
+
+import { readFileSync } from "node:fs"
 import { PgClient } from "@effect/sql-pg"
-import { type EnqueueInput, JobQueue, MemoryEventLog, MemoryJobStore, MemoryLimiter, Runner } from "@runlane/core"
+import {
+  type EnqueueInput,
+  JobQueue,
+  MemoryEventLog,
+  MemoryJobStore,
+  MemoryLimiter,
+  Runner,
+  toJobSpec
+} from "@runlane/core"
 import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import { Logger, makeWorkerUtils, run as runGraphile, runMigrations } from "graphile-worker"
 import pg from "pg"
@@ -38,13 +55,63 @@ const withDatabase = async <A>(tag: string, use: (name: string) => Promise<A>): 
   try {
     return await use(name)
   } finally {
-    await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    // Let pools finish closing (forcing would make their clients emit errors), then force.
+    let dropped = false
+    for (let i = 0; i < 50 && !dropped; i++) {
+      dropped = await adminQuery(`DROP DATABASE IF EXISTS ${name}`).then(
+        () => true,
+        () => new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 100))
+      )
+    }
+    if (!dropped) await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
   }
 }
 
 interface Figures {
   readonly enqueuePerSec: number
   readonly processPerSec: number
+  /** CPU spent while processing, per 1,000 jobs: PostgreSQL backends of the bench database, and this process. */
+  readonly pgCpuMsPer1k: number
+  readonly clientCpuMsPer1k: number
+}
+
+/** CPU time (ms) of each PostgreSQL backend connected to `database`, from /proc (Linux). */
+const backendCpu = async (database: string): Promise<Map<number, number>> => {
+  const client = new pg.Client({ host: HOST, port: PORT, user: "postgres", database: "postgres" })
+  await client.connect()
+  try {
+    const { rows } = await client.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [
+      database
+    ])
+    const cpu = new Map<number, number>()
+    for (const { pid } of rows) {
+      try {
+        const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+        cpu.set(pid, ((Number(fields[11]) + Number(fields[12])) * 1000) / 100)
+      } catch {
+        // gone, or not on this host
+      }
+    }
+    return cpu
+  } finally {
+    await client.end()
+  }
+}
+
+/** Measures the CPU of the backends and of this process between `start()` and `stop()`. */
+const cpuMeter = async (database: string) => {
+  const before = await backendCpu(database)
+  const client = process.cpuUsage()
+  return async () => {
+    const clientUsed = process.cpuUsage(client)
+    const after = await backendCpu(database)
+    let pgMs = 0
+    for (const [pid, ms] of after) pgMs += ms - (before.get(pid) ?? 0)
+    return {
+      pgCpuMsPer1k: Math.round((pgMs * 1000) / JOBS),
+      clientCpuMsPer1k: Math.round(((clientUsed.user + clientUsed.system) / 1000) * (1000 / JOBS))
+    }
+  }
 }
 
 const perSec = (n: number, ms: number) => Math.round((n * 1000) / ms)
@@ -70,7 +137,10 @@ const graphile = (batched: boolean): Promise<Figures> =>
     }
     const t1 = performance.now()
     const pool = new pg.Pool({ connectionString, max: 1 })
+    let processMs = 1
+    let cpu = { pgCpuMsPer1k: 0, clientCpuMsPer1k: 0 }
     let done = 0
+    const meter = await cpuMeter(database)
     const t2 = performance.now()
     const runner = await runGraphile({
       connectionString,
@@ -96,13 +166,12 @@ const graphile = (batched: boolean): Promise<Figures> =>
         await new Promise((resolve) => setTimeout(resolve, 5))
       }
     } finally {
-      const t3 = performance.now()
+      processMs = performance.now() - t2
+      cpu = await meter()
       await runner.stop()
       await pool.end()
-      ;(globalThis as { lastGraphileMs?: number }).lastGraphileMs = t3 - t2
     }
-    const processMs = (globalThis as { lastGraphileMs?: number }).lastGraphileMs ?? 1
-    return { enqueuePerSec: perSec(JOBS, t1 - t0), processPerSec: perSec(JOBS, processMs) }
+    return { enqueuePerSec: perSec(JOBS, t1 - t0), processPerSec: perSec(JOBS, processMs), ...cpu }
   })
 
 /**
@@ -111,7 +180,7 @@ const graphile = (batched: boolean): Promise<Figures> =>
  * itself sustains, to tell its cost from the Runner's.
  */
 const runlane = (mode: "runner" | "direct", writeBehindAcks: boolean): Promise<Figures> =>
-  withDatabase(`rl_${mode}`, (database) => {
+  withDatabase(`rl_${mode}${writeBehindAcks ? "_wb" : ""}`, (database) => {
     const program = Effect.gen(function* () {
       const queue = yield* JobQueue
       const t0 = performance.now()
@@ -135,6 +204,7 @@ const runlane = (mode: "runner" | "direct", writeBehindAcks: boolean): Promise<F
             })
           )
         )
+      const meter = yield* Effect.promise(() => cpuMeter(database))
       const t2 = performance.now()
       const workers =
         mode === "runner"
@@ -170,13 +240,14 @@ const runlane = (mode: "runner" | "direct", writeBehindAcks: boolean): Promise<F
         yield* Effect.sleep(5)
       }
       const t3 = performance.now()
+      const cpu = yield* Effect.promise(meter)
       yield* Fiber.interrupt(workers)
-      return { enqueuePerSec: perSec(JOBS, t1 - t0), processPerSec: perSec(JOBS, t3 - t2) }
+      return { enqueuePerSec: perSec(JOBS, t1 - t0), processPerSec: perSec(JOBS, t3 - t2), ...cpu }
     })
     const layer = Layer.mergeAll(
       // Read-ahead of 1,000 leases (as Graphile's localQueue.size); acks and enqueues batch by
-      // default; write-behind acks free a Runner slot without waiting for the DELETE (as
-      // Graphile's batched completion frees its worker).
+      // default. Optionally write-behind acks, which free a Runner slot without waiting for the
+      // DELETE (as Graphile's batched completion frees its worker).
       PostgresQueue.layer({ schema: "runlane", prefetch: { size: 1000 }, writeBehindAcks }),
       MemoryJobStore.layer(),
       MemoryEventLog.layer(),
@@ -188,6 +259,58 @@ const runlane = (mode: "runner" | "direct", writeBehindAcks: boolean): Promise<F
     )
     return Effect.runPromise(program.pipe(Effect.provide(layer)))
   })
+
+/**
+ * The Runner's own ceiling in this run: the same 20,000 no-op jobs at concurrency 50 through the
+ * Runner over a trivial in-bench queue (an array, nothing persisted, every ack succeeds at once).
+ */
+const runnerCeiling = (): Promise<number> => {
+  let next = 0
+  let acked = 0
+  const allAcked = Deferred.makeUnsafe<void>()
+  const jobs = Array.from({ length: JOBS }, (_, i) => toJobSpec({ queue: "bench", payload: { i } }))
+  const queue = JobQueue.of({
+    enqueue: () => Effect.die("unused"),
+    enqueueMany: () => Effect.die("unused"),
+    take: (options) =>
+      Effect.sync(() => {
+        const leases = jobs.slice(next, next + options.max).map((job, i) => ({
+          job,
+          token: String(next + i),
+          attempt: 1,
+          expiresAt: Date.now() + options.visibilityMs
+        }))
+        next += leases.length
+        return leases
+      }),
+    ack: () =>
+      Effect.sync(() => {
+        if (++acked === JOBS) Deferred.doneUnsafe(allAcked, Exit.void)
+      }),
+    nack: () => Effect.void,
+    extend: (_token, visibilityMs) => Effect.succeed(Date.now() + visibilityMs),
+    recover: () => Effect.succeed(0),
+    stats: (name) => Effect.succeed({ queue: name, ready: JOBS - next, delayed: 0, inflight: 0, dead: 0 }),
+    peek: () => Effect.succeed([])
+  })
+  const program = Effect.gen(function* () {
+    const t0 = performance.now()
+    const runner = yield* Runner.run(
+      { queue: "bench", concurrency: CONCURRENCY, batchSize: CONCURRENCY, record: false, shutdownGraceMs: 1000 },
+      () => Effect.succeed({})
+    ).pipe(Effect.forkChild)
+    yield* Deferred.await(allAcked)
+    const t1 = performance.now()
+    yield* Fiber.interrupt(runner)
+    return perSec(JOBS, t1 - t0)
+  })
+  return Effect.runPromise(
+    program.pipe(
+      Effect.provideService(JobQueue, queue),
+      Effect.provide(Layer.mergeAll(MemoryJobStore.layer(), MemoryEventLog.layer(), MemoryLimiter.layer()))
+    )
+  )
+}
 
 const line = (system: string, figures: Figures, extra: Record<string, number> = {}) =>
   console.log(
@@ -209,12 +332,23 @@ const main = async () => {
           enqueueRatio: Math.round((figures.enqueuePerSec / batched.enqueuePerSec) * 100) / 100
         }
   if (only === undefined || only === "runlane") {
-    const figures = await runlane("runner", true)
+    const figures = await runlane("runner", false)
     line("runlane-postgres", figures, ratios(figures))
-    const confirmed = await runlane("runner", false)
-    line("runlane-postgres-confirmed-acks", confirmed, ratios(confirmed))
+    if (process.env.BENCH_RUNNER_ONLY === "1") return
+    const writeBehind = await runlane("runner", true)
+    line("runlane-postgres-write-behind-acks", writeBehind, ratios(writeBehind))
     const direct = await runlane("direct", false)
-    line("runlane-postgres-direct-confirmed-acks", direct, ratios(direct))
+    line("runlane-postgres-direct", direct, ratios(direct))
+    const ceiling = await runnerCeiling()
+    console.log(
+      JSON.stringify({
+        bench: "queue-postgres",
+        system: "runner-over-array-queue",
+        jobs: JOBS,
+        concurrency: CONCURRENCY,
+        processPerSec: ceiling
+      })
+    )
   }
 }
 

@@ -4,7 +4,7 @@ import {
   EnqueueInput as EnqueueInputSchema,
   type EnqueueResult,
   JobQueue,
-  JobSpec,
+  type JobSpec,
   type Lease,
   LeaseLost,
   type LeaseState,
@@ -15,7 +15,7 @@ import {
   type TakeOptions,
   toJobSpec
 } from "@runlane/core"
-import { Deferred, Effect, Exit, Layer, Queue, Result, Schedule, Schema } from "effect"
+import { Deferred, Effect, Exit, Layer, Predicate, Queue, Result, Schedule, Schema } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { makeBatcher } from "./Batcher.ts"
 import { channelFor, DEFAULT_SCHEMA, migrate, validateSchemaName } from "./Migrations.ts"
@@ -103,7 +103,29 @@ const toQueueError =
     new QueueError({ message: `${what}: ${error.message ?? "PostgreSQL error"}`, cause: error })
 
 const decodeInput = Schema.decodeUnknownResult(EnqueueInputSchema)
-const decodeSpec = Schema.decodeUnknownResult(JobSpec)
+
+/**
+ * The shape `JobSpec` requires, checked by hand: this runs for every delivered job, and the
+ * `Schema` decoder costs about five times the `JSON.parse` before it. Rows are written by
+ * `enqueue` from decoded inputs; this only catches rows written or altered by something else.
+ * Keep in step with `JobSpec` in core.
+ */
+const isPositiveInt = (u: unknown): u is number => Predicate.isNumber(u) && Number.isInteger(u) && u > 0
+const isJobSpec = (u: unknown): u is JobSpec => {
+  if (!Predicate.isObject(u)) return false
+  const o = u as Record<string, unknown>
+  if (!Predicate.isString(o.id) || o.id.length === 0) return false
+  if (!Predicate.isString(o.queue) || o.queue.length === 0) return false
+  if (!Predicate.isNumber(o.priority) || !Number.isInteger(o.priority)) return false
+  if (!isPositiveInt(o.maxAttempts)) return false
+  if (!Predicate.isNumber(o.enqueuedAt)) return false
+  if (o.key !== undefined && !Predicate.isString(o.key)) return false
+  if (o.requestId !== undefined && !Predicate.isString(o.requestId)) return false
+  if (o.timeoutMs !== undefined && !isPositiveInt(o.timeoutMs)) return false
+  if (!Predicate.isObject(o.labels) || Array.isArray(o.labels)) return false
+  for (const value of Object.values(o.labels)) if (!Predicate.isString(value)) return false
+  return true
+}
 
 /** Parses a stored spec; `undefined` when it is not a valid `JobSpec`. */
 const parseSpec = (raw: string): JobSpec | undefined => {
@@ -113,11 +135,10 @@ const parseSpec = (raw: string): JobSpec | undefined => {
   } catch {
     return undefined
   }
-  if (typeof value === "object" && value !== null && !("payload" in value)) {
+  if (Predicate.isObject(value) && !("payload" in value)) {
     ;(value as { payload?: unknown }).payload = undefined
   }
-  const result = decodeSpec(value)
-  return Result.isSuccess(result) ? result.success : undefined
+  return isJobSpec(value) ? value : undefined
 }
 
 interface TakenRow {
@@ -438,9 +459,12 @@ export const make = (config: PostgresQueueConfig = {}) =>
     // ---- read-ahead buffers (config.prefetch), keyed by queue, visibility and consumer ----
     const prefetchSize = Math.max(0, Math.floor(config.prefetch?.size ?? 0))
     interface Buffer {
+      /** Buffered leases from `head` on (a queue without shifting the array at every take). */
       leases: Array<Lease>
+      head: number
       fetching: Deferred.Deferred<void> | undefined
     }
+    const buffered = (buffer: Buffer) => buffer.leases.length - buffer.head
     const buffers = new Map<string, Buffer>()
     const layerScope = yield* Effect.scope
 
@@ -471,13 +495,17 @@ export const make = (config: PostgresQueueConfig = {}) =>
       const now = Date.now()
       const out: Array<Lease> = []
       const stale: Array<Lease> = []
-      let i = 0
+      let i = buffer.head
       for (; i < buffer.leases.length && out.length < max; i++) {
         const lease = buffer.leases[i] as Lease
         if (lease.expiresAt - now > margin) out.push(lease)
         else stale.push(lease)
       }
-      buffer.leases = buffer.leases.slice(i)
+      buffer.head = i
+      if (buffer.head === buffer.leases.length) {
+        buffer.leases = []
+        buffer.head = 0
+      }
       if (stale.length > 0) Effect.runFork(releaseLeases(stale))
       return out
     }
@@ -488,6 +516,10 @@ export const make = (config: PostgresQueueConfig = {}) =>
       return takeRaw({ ...options, max: count }).pipe(
         Effect.flatMap((leases) =>
           Effect.sync(() => {
+            if (buffer.head > 0) {
+              buffer.leases = buffer.leases.slice(buffer.head)
+              buffer.head = 0
+            }
             buffer.leases.push(...leases)
           })
         ),
@@ -500,30 +532,51 @@ export const make = (config: PostgresQueueConfig = {}) =>
       )
     }
 
+    const bufferFor = (options: TakeOptions): Buffer => {
+      const key = `${options.queue}\u0000${options.visibilityMs}\u0000${options.consumer ?? ""}`
+      let buffer = buffers.get(key)
+      if (buffer === undefined) {
+        buffer = { leases: [], head: 0, fetching: undefined }
+        buffers.set(key, buffer)
+      }
+      return buffer
+    }
+
+    const readAhead = (buffer: Buffer, options: TakeOptions) =>
+      Effect.forkIn(Effect.ignore(fill(buffer, options, prefetchSize - buffered(buffer))), layerScope)
+
+    /** The common case without a round trip: enough buffered leases for this take. */
+    const takeFromBuffer = (options: TakeOptions): Array<Lease> | undefined => {
+      const buffer = bufferFor(options)
+      if (buffered(buffer) < options.max) return undefined
+      const out = fromBuffer(buffer, options.max, options.visibilityMs)
+      if (out.length < options.max) {
+        // Some were stale: put the good ones back in front and take the slow path.
+        buffer.leases.splice(buffer.head, 0, ...out)
+        return undefined
+      }
+      return out
+    }
+
     const takeBuffered = (options: TakeOptions): Effect.Effect<Array<Lease>, QueueError> =>
       Effect.gen(function* () {
-        const key = `${options.queue}\u0000${options.visibilityMs}\u0000${options.consumer ?? ""}`
-        let buffer = buffers.get(key)
-        if (buffer === undefined) {
-          buffer = { leases: [], fetching: undefined }
-          buffers.set(key, buffer)
-        }
+        const buffer = bufferFor(options)
         const out = fromBuffer(buffer, options.max, options.visibilityMs)
         if (out.length < options.max) {
           if (buffer.fetching !== undefined) yield* Deferred.await(buffer.fetching)
           else yield* fill(buffer, options, prefetchSize)
           out.push(...fromBuffer(buffer, options.max - out.length, options.visibilityMs))
         }
-        if (buffer.fetching === undefined && buffer.leases.length < prefetchSize / 2 && out.length > 0) {
+        if (buffer.fetching === undefined && buffered(buffer) < prefetchSize / 2 && out.length > 0) {
           // Read ahead while the jobs just handed out run.
-          yield* Effect.forkIn(Effect.ignore(fill(buffer, options, prefetchSize - buffer.leases.length)), layerScope)
+          yield* readAhead(buffer, options)
         }
         return out
       })
 
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
-        const left = [...buffers.values()].flatMap((b) => b.leases)
+        const left = [...buffers.values()].flatMap((b) => b.leases.slice(b.head))
         buffers.clear()
         return releaseLeases(left).pipe(Effect.timeout(5000), Effect.ignore)
       })
@@ -533,11 +586,27 @@ export const make = (config: PostgresQueueConfig = {}) =>
       prefetchSize > options.max ? takeBuffered(options) : takeRaw(options)
 
     const take = (options: TakeOptions): Effect.Effect<ReadonlyArray<Lease>, QueueError> =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         const invalid = validTake(options)
-        if (invalid !== undefined) return yield* invalid
+        if (invalid !== undefined) return Effect.fail(invalid)
         const visibilityMs = Math.ceil(options.visibilityMs)
         const opts = { ...options, visibilityMs }
+        if (prefetchSize > opts.max) {
+          const fast = takeFromBuffer(opts)
+          if (fast !== undefined) {
+            const buffer = bufferFor(opts)
+            if (buffer.fetching === undefined && buffered(buffer) < prefetchSize / 2) {
+              return Effect.as(readAhead(buffer, opts), fast)
+            }
+            return Effect.succeed(fast)
+          }
+        }
+        return takeWaiting(opts)
+      })
+
+    const takeWaiting = (opts: TakeOptions): Effect.Effect<ReadonlyArray<Lease>, QueueError> =>
+      Effect.gen(function* () {
+        const options = opts
         const deadline = Date.now() + options.waitMs
         while (true) {
           // Register before looking, so a NOTIFY between the look and the wait is not lost.
