@@ -140,6 +140,17 @@ describe("POST /api/run error codes, in the contract's order", () => {
     expect(stored.status).toBe(200)
     expect(await stored.text()).toContain("Runner is missing configuration.")
     expect((await postRun(r.url, "long-enough-secret-1", shell("true"))).status).toBe(200)
+    // not locked: runtime executables can be set and persist (non-env keys only)
+    const exe = await fetch(`${r.url}/ui/runtime-executables`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "node=&python=%22python3%22&powershell="
+    })
+    expect(exe.status).toBe(200)
+    expect(await exe.text()).toContain("Runtime executables updated.")
+    expect(r.readState().runtimeExecutables).toEqual({ node: null, python: "python3", powershell: null, shell: null })
+    const py = await postRun(r.url, "long-enough-secret-1", { script: { language: "python", code: "print(6 * 7)" } })
+    expect(resultOf(py.frames).stdout).toBe("42")
     const unknown = await fetch(`${r.url}/nope`)
     expect(unknown.status).toBe(404)
     expect(await unknown.text()).toContain("Cannot GET /nope")
@@ -592,6 +603,13 @@ describe("state", () => {
     expect(await form.text()).toContain("Registration request sent. Awaiting confirmation from host.")
     const before = await first.status()
     expect(before.runner).toMatchObject({ locked: true, secretSource: "state", lastRegistrationStatus: "ok" })
+    const lockedExe = await fetch(`${first.url}/ui/runtime-executables`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "python=python3"
+    })
+    expect(lockedExe.status).toBe(403)
+    expect(await lockedExe.text()).toContain("Runner is locked. Executable paths cannot be changed.")
     await first.stop()
     const stat = statSync(first.stateFile)
     expect(stat.mode & 0o777).toBe(0o600)
