@@ -102,10 +102,27 @@ describe.skipIf(!available)("PostgresQueue specifics", () => {
             [queue]
           )
         )
+        const wrongShape = JSON.stringify({
+          id: "w",
+          queue,
+          payload: 1,
+          priority: "high",
+          maxAttempts: 3,
+          labels: {},
+          enqueuedAt: 1
+        })
+        yield* Effect.promise(() =>
+          sql(
+            `INSERT INTO ${SCHEMA}.jobs (id, queue, state, run_at, max_attempts, updated_at, spec)
+             VALUES ('w', $1, 'ready', 0, 3, 0, $2)`,
+            [queue, wrongShape]
+          )
+        )
         const leases = yield* q.take({ queue, max: 10, visibilityMs: 10_000, waitMs: 0 })
         expect(leases.map((l) => l.job.payload)).toEqual(["good"])
         const dead = yield* q.peek(queue, { state: "dead", limit: 10 })
-        expect(dead).toEqual([{ state: "dead", attempt: 0, raw: "{not json", reason: "malformed job spec" }])
+        expect(dead.map((d) => d.raw).sort()).toEqual(["{not json", wrongShape].sort())
+        expect(dead.every((d) => d.reason === "malformed job spec" && d.job === undefined)).toBe(true)
       })
     )
   })
