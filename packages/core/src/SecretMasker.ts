@@ -37,7 +37,6 @@ export const MAX_WHITESPACE_RUN = 256
 export const MAX_URL_USERINFO = 2048
 
 const encoder = new TextEncoder()
-const decoder = new TextDecoder()
 const MASK_BYTES = encoder.encode(MASK)
 const EMPTY = new Uint8Array(0)
 
@@ -309,9 +308,8 @@ const HASH_MASK = (1 << HASH_BITS) - 1
 const hash3 = (a: number, b: number, c: number): number => ((a << 10) ^ (b << 3) ^ c) & HASH_MASK
 
 /** The 4-gram filter: a bitset over hashed 4-byte words, used when every anchor has 7+ bytes. */
-const GRAM_BITS = 18
+const GRAM_MULTIPLIER = 0x9e3779b1
 const FILTER_MIN_BYTES = 256
-const hash4 = (w: number): number => Math.imul(w, 0x9e3779b1) >>> (32 - GRAM_BITS)
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 /** The 4 bytes at s[j..j+3] as the platform's Uint32Array would read them. */
 const word4 = (s: Uint8Array, j: number): number =>
@@ -336,7 +334,8 @@ class Matcher {
   /** Shortest anchor, capped at 255: the Wu-Manber window. */
   private readonly m: number
   private readonly shift: Uint8Array | undefined
-  private readonly buckets: Array<Array<number> | undefined>
+  /** Patterns by the hash of the block ending their anchor's first `m` bytes. */
+  private readonly buckets: Map<number, Array<number>>
   /** Patterns by the first byte of their first segment. */
   private readonly byFirst: Array<Array<number> | undefined>
   /** Longest anchor. */
@@ -345,6 +344,8 @@ class Matcher {
   private readonly stride: number
   /** Bitset of the hashed 4-grams of every anchor. */
   private readonly grams: Uint8Array | undefined
+  /** A 4-gram's hash is its word times GRAM_MULTIPLIER, shifted right by this. */
+  private readonly gramShift: number
 
   constructor(patterns: ReadonlyArray<Pattern>) {
     this.patterns = patterns
@@ -358,11 +359,10 @@ class Matcher {
     })
     const minAnchor = patterns.reduce((m, p) => Math.min(m, p.segs[p.anchor]!.length), Number.POSITIVE_INFINITY)
     this.m = Math.min(minAnchor, 255)
-    this.buckets = []
+    this.buckets = new Map()
     if (patterns.length > 0 && this.m >= BLOCK) {
       const m = this.m
       const shift = new Uint8Array(HASH_MASK + 1).fill(m - BLOCK + 1)
-      this.buckets = new Array(HASH_MASK + 1)
       patterns.forEach((p, id) => {
         const a = p.segs[p.anchor]!
         for (let j = BLOCK - 1; j < m; j++) {
@@ -370,9 +370,9 @@ class Matcher {
           const s = m - 1 - j
           if (s < shift[h]!) shift[h] = s
           if (s === 0) {
-            const bucket = this.buckets[h] ?? []
-            bucket.push(id)
-            this.buckets[h] = bucket
+            const bucket = this.buckets.get(h)
+            if (bucket === undefined) this.buckets.set(h, [id])
+            else bucket.push(id)
           }
         }
       })
@@ -382,12 +382,15 @@ class Matcher {
     }
     this.maxAnchor = patterns.reduce((m, p) => Math.max(m, p.segs[p.anchor]!.length), 0)
     this.stride = this.shift === undefined ? 0 : Math.max(0, Math.floor((this.m - 3) / 4))
+    // about 32 bits per 4-gram (a few % of probes pass by chance), between 2^16 and 2^22 bits
+    const gramCount = patterns.reduce((n, p) => n + Math.max(0, p.segs[p.anchor]!.length - 3), 0)
+    this.gramShift = 32 - Math.min(22, Math.max(16, Math.ceil(Math.log2(Math.max(1, gramCount) * 32))))
     if (this.stride > 0) {
-      const grams = new Uint8Array(1 << (GRAM_BITS - 3))
+      const grams = new Uint8Array(1 << (32 - this.gramShift - 3))
       for (const p of patterns) {
         const a = p.segs[p.anchor]!
         for (let j = 0; j + 4 <= a.length; j++) {
-          const h = hash4(word4(a, j))
+          const h = Math.imul(word4(a, j), GRAM_MULTIPLIER) >>> this.gramShift
           grams[h >>> 3] = grams[h >>> 3]! | (1 << (h & 7))
         }
       }
@@ -421,7 +424,7 @@ class Matcher {
         i += s
         continue
       }
-      const bucket = buckets[h]!
+      const bucket = buckets.get(h)!
       const st = i - m + 1
       for (let b = 0; b < bucket.length; b++) this.verify(bucket[b]!, data, st, end, out)
       i++
@@ -438,23 +441,24 @@ class Matcher {
     const stride = this.stride
     const grams = this.grams!
     const maxAnchor = this.maxAnchor
+    const gramShift = this.gramShift
     const first = (4 - (data.byteOffset & 3)) & 3
     const words = (end - first) >> 2
     const u = new Uint32Array(data.buffer, data.byteOffset + first, words)
     let done = 0
     for (let j = stride - 1; j < words; j += stride) {
-      let h = hash4(u[j]!)
+      let h = Math.imul(u[j]!, GRAM_MULTIPLIER) >>> gramShift
       if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) continue
       if (stride > 1) {
         // an occurrence covering word j covers `stride` consecutive words around it: all must pass
         let run = 1
         for (let l = j - 1; l >= 0 && run < stride; l--) {
-          h = hash4(u[l]!)
+          h = Math.imul(u[l]!, GRAM_MULTIPLIER) >>> gramShift
           if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) break
           run++
         }
         for (let r = j + 1; r < words && run < stride; r++) {
-          h = hash4(u[r]!)
+          h = Math.imul(u[r]!, GRAM_MULTIPLIER) >>> gramShift
           if ((grams[h >>> 3]! & (1 << (h & 7))) === 0) break
           run++
         }
@@ -717,7 +721,13 @@ export class SecretMasker {
       for (const form of textForms(value)) changed = this.#addLiteral(form) || changed
       const lines = linesOf(value)
       if (lines.length > 1) {
-        changed = this.#addPattern(lines.map((l) => encoder.encode(l))) || changed
+        // keys: "L" + literal, "M" + lines joined with NUL (a multi-line pattern)
+        const key = `M${lines.join("\u0000")}`
+        if (!this.#keys.has(key)) {
+          this.#keys.add(key)
+          this.#patterns.push(makePattern(lines.map((l) => encoder.encode(l))))
+          changed = true
+        }
         for (const line of lines) changed = this.#addLiteral(line) || changed
       }
     }
@@ -727,15 +737,10 @@ export class SecretMasker {
 
   #addLiteral(form: string): boolean {
     const f = form.trim()
-    if (f.length === 0 || codePoints(f) < this.minLength) return false
-    return this.#addPattern([encoder.encode(f)])
-  }
-
-  #addPattern(segs: Array<Uint8Array>): boolean {
-    const key = segs.map((s) => decoder.decode(s)).join("\u0000")
-    if (this.#keys.has(key)) return false
+    const key = `L${f}`
+    if (f.length === 0 || this.#keys.has(key) || codePoints(f) < this.minLength) return false
     this.#keys.add(key)
-    this.#patterns.push(makePattern(segs))
+    this.#patterns.push(makePattern([encoder.encode(f)]))
     return true
   }
 
