@@ -34,11 +34,18 @@ interface Worker {
   readonly stderr: () => string
 }
 
+/** Every worker this file started, killed when the file ends (even when a test failed early). */
+const spawned = new Set<ChildProcess>()
+afterAll(() => {
+  for (const proc of spawned) if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL")
+})
+
 const startWorker = (env: Record<string, string>): Worker => {
   const proc = spawn(process.execPath, ["--conditions=source", WORKER], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
+  spawned.add(proc)
   const events: Array<WorkerEvent> = []
   let buffered = ""
   let stderr = ""
