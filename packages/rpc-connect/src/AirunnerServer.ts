@@ -139,6 +139,23 @@ const protocolOf = (contentType: string | null): string => {
   return "connect"
 }
 
+const UNARY = new Set(["EnqueueJob", "UpdateJob", "CompleteJob", "ListJobs"].map((m) => `/job.v1.JobService/${m}`))
+const STREAMING = new Set([
+  "/job.v1.JobService/DequeueJob",
+  "/job.v1.JobEventsService/StreamJobEvents",
+  "/job.v1.JobEventsService/PublishJobEvents"
+])
+const GRPC_TYPES = [
+  "application/grpc",
+  "application/grpc+json",
+  "application/grpc+proto",
+  "application/grpc-web",
+  "application/grpc-web+json",
+  "application/grpc-web+proto"
+]
+const UNARY_TYPES = [...GRPC_TYPES, "application/json", "application/proto"]
+const STREAM_TYPES = [...GRPC_TYPES, "application/connect+json", "application/connect+proto"]
+
 type Req = http2.Http2ServerRequest
 type Res = http2.Http2ServerResponse
 
@@ -298,6 +315,22 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
       const result = auth.check(req.headers.authorization)
       if (!result.ok) {
         refuse(req, res, result.message)
+        return
+      }
+    }
+    // As connect-go: procedures take POST only (nothing is idempotent) and known content types.
+    const unary = UNARY.has(path ?? "")
+    if (unary || STREAMING.has(path ?? "")) {
+      if (method !== "POST") {
+        res.writeHead(405, { allow: "POST" })
+        res.end()
+        return
+      }
+      const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
+      const accepted = unary ? UNARY_TYPES : STREAM_TYPES
+      if (!accepted.includes(type)) {
+        res.writeHead(415, { "accept-post": accepted.join(", ") })
+        res.end()
         return
       }
     }

@@ -153,6 +153,30 @@ describe("JWT ES256 auth (as the original)", () => {
     expect(malformed.status).toBe(401)
   })
 
+  it("procedures take POST only (405 Allow: POST) and known content types (415 Accept-Post)", async () => {
+    const authorization = `Bearer ${h.token}`
+    const get = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      const session = http2.connect(h.server.url, { ca: h.server.certPem })
+      const req = session.request({ ":path": "/job.v1.JobService/ListJobs", ":method": "GET", authorization })
+      req.on("response", (headers) => {
+        session.close()
+        resolve(headers)
+      })
+      req.on("error", reject)
+      req.end()
+    })
+    expect([get[":status"], get.allow]).toEqual([405, "POST"])
+    const text = await raw("/job.v1.JobService/ListJobs", { "content-type": "text/plain", authorization }, "x")
+    expect(text.status).toBe(415)
+    expect(String(text.headers["accept-post"])).toContain("application/proto")
+    const streamAsUnary = await raw(
+      "/job.v1.JobService/DequeueJob",
+      { "content-type": "application/proto", authorization },
+      ""
+    )
+    expect(streamAsUnary.status).toBe(415)
+  })
+
   it("unknown paths: 401 without a token, 404 with one", async () => {
     expect((await raw("/nope", {})).status).toBe(401)
     const found = await raw("/nope", { authorization: `Bearer ${h.token}` })
