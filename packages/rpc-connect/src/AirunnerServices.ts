@@ -121,12 +121,19 @@ export const makeAirunnerServices = (
     if (entry !== undefined && entry.token === taskToken) entry.token = undefined
   }
 
+  /**
+   * The original's expiry sweep: every lease past its airunner deadline goes back to the end of
+   * its queue as SCHEDULED (`updated_at` unchanged) and its token dies. Until then the token
+   * still works, even after the deadline. The runlane lease is held `2 × sweepMs` longer than the
+   * airunner one, so the queue's own expiry only acts if this process stops sweeping.
+   */
   const sweep = async (): Promise<number> => {
     const now = Date.now()
     let expired = 0
-    for (const [taskToken, found] of tokens) {
+    for (const [taskToken, found] of [...tokens]) {
       if (found.expiresAt > now) continue
       dropToken(taskToken)
+      await run(Effect.ignore(queue.nack(found.leaseToken, { _tag: "release", delayMs: 0 })))
       const entry = jobs.get(found.jobId)
       if (entry !== undefined && entry.state === JobState.RUNNING && entry.token === undefined) {
         entry.state = JobState.SCHEDULED
@@ -136,7 +143,9 @@ export const makeAirunnerServices = (
     for (const q of queuesSeen) await run(Effect.ignore(queue.recover(prefix + q)))
     return expired
   }
-  const sweepTimer = setInterval(() => void sweep().catch(() => undefined), options.sweepMs ?? 30_000)
+  const sweepMs = options.sweepMs ?? 30_000
+  const leaseMarginMs = 2 * sweepMs
+  const sweepTimer = setInterval(() => void sweep().catch(() => undefined), sweepMs)
   sweepTimer.unref()
 
   const jobService: ServiceImpl<typeof JobService> = {
@@ -169,7 +178,12 @@ export const makeAirunnerServices = (
       for (;;) {
         if (context.signal.aborted) return
         const leases = await run(
-          queue.take({ queue: prefix + req.queue, max, visibilityMs, waitMs: pollWaitMs }),
+          queue.take({
+            queue: prefix + req.queue,
+            max,
+            visibilityMs: visibilityMs + leaseMarginMs,
+            waitMs: pollWaitMs
+          }),
           context.signal
         ).catch((error) => {
           if (context.signal.aborted) return []
@@ -199,7 +213,7 @@ export const makeAirunnerServices = (
             jobId: entry.jobId,
             queue: entry.queue,
             leaseToken: lease.token,
-            expiresAt: lease.expiresAt
+            expiresAt: now + visibilityMs
           })
           entry.token = taskToken
           entry.state = JobState.RUNNING
@@ -216,7 +230,8 @@ export const makeAirunnerServices = (
       if (found.queue !== req.queue) throw invalid(`job does not belong to queue ${req.queue}`)
       const visibilityMs = (req.visibilityTimeoutSeconds <= 0 ? 300 : req.visibilityTimeoutSeconds) * 1000
       try {
-        found.expiresAt = await run(queue.extend(found.leaseToken, visibilityMs))
+        await run(queue.extend(found.leaseToken, visibilityMs + leaseMarginMs))
+        found.expiresAt = Date.now() + visibilityMs
       } catch (error) {
         if (error instanceof LeaseLost) {
           dropToken(req.taskToken)

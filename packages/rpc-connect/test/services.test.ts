@@ -85,25 +85,39 @@ describe("job.v1 services over Connect (binary, HTTP/2, TLS, auth on)", () => {
     expect(error?.code).toBe(Code.DeadlineExceeded)
   })
 
-  it("an expired lease is redelivered with a new token; UpdateJob extends a lease", async () => {
+  it("an expired lease goes back to the end of its queue at the sweep; until then its token works", async () => {
     const queue = q()
     const a = (await h.clients.jobs.enqueueJob({ requestId: randomUUID(), queue })).jobId
     const b = (await h.clients.jobs.enqueueJob({ requestId: randomUUID(), queue })).jobId
+    const c = (await h.clients.jobs.enqueueJob({ requestId: randomUUID(), queue })).jobId
     const [leaseA] = await dequeue(queue, 1, 1)
     const [leaseB] = await dequeue(queue, 1, 1)
-    expect([leaseA?.job?.jobId, leaseB?.job?.jobId]).toEqual([a, b])
-    // Keep B alive past its first second.
+    const [leaseC] = await dequeue(queue, 1, 1)
+    expect([leaseA?.job?.jobId, leaseB?.job?.jobId, leaseC?.job?.jobId]).toEqual([a, b, c])
+    // UpdateJob extends B's lease before it passes.
     await h.clients.jobs.updateJob({ queue, taskToken: leaseB!.taskToken, visibilityTimeoutSeconds: 30 })
     await new Promise((r) => setTimeout(r, 1300))
+    // Past its lease but not yet swept: nothing is redelivered, C's token still extends it.
+    const error = await codeOf(dequeue(queue, 5, 30, 400))
+    expect(error?.code).toBe(Code.DeadlineExceeded)
+    await h.clients.jobs.updateJob({ queue, taskToken: leaseC!.taskToken, visibilityTimeoutSeconds: 30 })
+    const d = (await h.clients.jobs.enqueueJob({ requestId: randomUUID(), queue })).jobId
+    const listed = await h.clients.jobs.listJobs({ queue, state: JobState.RUNNING })
+    expect(listed.jobs.map((j) => j.jobId).sort()).toEqual([a, b, c].sort())
     await h.services.sweep()
+    expect(
+      (await h.clients.jobs.listJobs({ queue, state: JobState.SCHEDULED })).jobs.map((j) => j.jobId).sort()
+    ).toEqual([a, d].sort())
+    // A went to the end of the queue (after D), with a new token.
     const again = await dequeue(queue, 5, 30)
-    expect(again.map((m) => m.job?.jobId)).toEqual([a])
-    expect(again[0]?.taskToken).not.toBe(leaseA?.taskToken)
+    expect(again.map((m) => m.job?.jobId)).toEqual([d, a])
+    expect(again[1]?.taskToken).not.toBe(leaseA?.taskToken)
     // The swept token is spent.
     const spent = await codeOf(h.clients.jobs.updateJob({ queue, taskToken: leaseA!.taskToken }))
     expect([spent?.code, spent?.rawMessage]).toEqual([Code.InvalidArgument, "invalid task token"])
-    // B still holds its lease.
+    // B and C still hold their leases.
     await h.clients.jobs.updateJob({ queue, taskToken: leaseB!.taskToken, visibilityTimeoutSeconds: 30 })
+    await h.clients.jobs.completeJob({ taskToken: leaseC!.taskToken, jobResult: { jobId: c, success: true } })
   })
 
   it("refuses wrong or spent task tokens with the original's messages", async () => {
