@@ -3,7 +3,7 @@ import { ExecSpec } from "./ExecSpec.ts"
 import { Executor } from "./Executor.ts"
 import type { OutputStream } from "./JobEvent.ts"
 import { InvalidPayload, type JobContext, JobFailed, type JobHandler, type JobOutcome } from "./JobHandler.ts"
-import type { MaskingState } from "./SecretMasker.ts"
+import type { TextMaskingState } from "./SecretMasker.ts"
 
 const { secrets: _secrets, ...execFields } = ExecSpec.fields
 
@@ -36,14 +36,12 @@ export const runExec = (context: JobContext, given: ExecSpec): Effect.Effect<Exe
     // Executors label what they create with the job (containers, pods) so orphans can be found.
     const spec: ExecSpec = { ...given, labels: { ...given.labels, [JOB_LABEL]: context.job.id } }
     for (const value of Object.values(spec.secrets ?? {})) context.masker.add(Redacted.value(value))
-    const states: Record<OutputStream, { mask: MaskingState; decoder: InstanceType<typeof TextDecoder> }> = {
-      stdout: { mask: context.masker.state(), decoder: new TextDecoder() },
-      stderr: { mask: context.masker.state(), decoder: new TextDecoder() }
+    const states: Record<OutputStream, TextMaskingState> = {
+      stdout: context.masker.textState(),
+      stderr: context.masker.textState()
     }
-    const text = (stream: OutputStream, bytes: Uint8Array, final: boolean) => {
-      const decoded = states[stream].decoder.decode(bytes, { stream: !final })
-      return decoded.length === 0 ? Effect.void : context.emit([{ _tag: "output", stream, data: decoded }])
-    }
+    const text = (stream: OutputStream, decoded: string) =>
+      decoded.length === 0 ? Effect.void : context.emit([{ _tag: "output", stream, data: decoded }])
     let result: ExecResult | undefined
     yield* executor.run(spec).pipe(
       Stream.runForEach((event) => {
@@ -58,14 +56,14 @@ export const runExec = (context: JobContext, given: ExecSpec): Effect.Effect<Exe
             return context.emit([started])
           }
           case "output":
-            return text(event.stream, states[event.stream].mask.push(event.data), false)
+            return text(event.stream, states[event.stream].push(event.data))
           case "note":
             return context.emit([{ _tag: "note", kind: event.kind, message: context.masker.maskString(event.message) }])
           case "exited":
             result = event
             return Effect.gen(function* () {
-              yield* text("stdout", states.stdout.mask.flush(), true)
-              yield* text("stderr", states.stderr.mask.flush(), true)
+              yield* text("stdout", states.stdout.flush())
+              yield* text("stderr", states.stderr.flush())
               yield* context.emit([
                 {
                   _tag: "process-exited",

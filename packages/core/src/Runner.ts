@@ -106,7 +106,7 @@ export const run = <R>(
     const keyBusyDelayMs = config.keyBusyDelayMs ?? 250
     const graceMs = config.shutdownGraceMs ?? 10_000
     const record = config.record !== false
-    const globalSecrets = config.secrets ?? []
+    const baseMasker = new SecretMasker(config.secrets ?? [])
 
     const inflight = new Map<number, InFlight>()
     let localIds = 0
@@ -226,7 +226,7 @@ export const run = <R>(
     /** Records the start of an attempt, runs the handler under its timeout, then settles. */
     const attempt = (lease: Lease, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) => {
       const { job } = lease
-      const masker = new SecretMasker(globalSecrets)
+      const masker = baseMasker.fork()
       const jobContext: JobContext = {
         job,
         attempt: lease.attempt,
