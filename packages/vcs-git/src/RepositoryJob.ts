@@ -14,13 +14,13 @@ import {
   type Author,
   type Checkout,
   type Credentials,
-  type ExecError,
+  ExecError,
   type ExecEvent,
   type ExecSpec,
   Executor,
   type PushRejected,
   SecretMasker,
-  type UnsupportedSpec,
+  UnsupportedSpec,
   Vcs,
   type VcsAuthError,
   type VcsError
@@ -186,7 +186,13 @@ const runCommand = (
           default:
             return emit(event)
         }
-      })
+      }),
+      // Executor errors are masked too (and lose their cause, which could hold a secret).
+      Effect.mapError((e) =>
+        e._tag === "ExecError"
+          ? new ExecError({ executor: e.executor, message: masker.maskString(e.message) })
+          : new UnsupportedSpec({ executor: e.executor, field: e.field, message: masker.maskString(e.message) })
+      )
     )
     if (exited === undefined) {
       return yield* new RepositoryJobError({ jobId, message: `executor ${executor.name} ended without an exit event` })

@@ -143,6 +143,22 @@ layer(Cleaning, { excludeTestServices: true })("repository jobs", (it) => {
       })
     )
 
+    it.effect("an executor's refusal is a typed error with secrets masked", () =>
+      Effect.gen(function* () {
+        const e = yield* runRepositoryJob({
+          jobId: "refused-1",
+          jobCode: { url: jobCodeRepo },
+          command: ["sh", "run.sh"],
+          secrets: { API_KEY: Redacted.make(SECRET) },
+          spec: { image: `registry.test/${SECRET}:1` }
+        }).pipe(Effect.flip)
+        assert.strictEqual(e._tag, "UnsupportedSpec")
+        assert.include(e.message, "***")
+        assert.notInclude(e.message, SECRET)
+        assert.isFalse(exists(join(root, "refused-1")))
+      })
+    )
+
     it.effect("a cwd outside the job code is refused", () =>
       Effect.gen(function* () {
         const e = yield* runRepositoryJob({
