@@ -39,6 +39,21 @@ export interface RunContext {
   readonly onFinish?: Effect.Effect<void> | undefined
 }
 
+/** Output arriving within this window leaves in one write. */
+export const COALESCE_MS = 2
+
+const concatBytes = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let size = 0
+  for (const part of parts) size += part.length
+  const out = new Uint8Array(size)
+  let offset = 0
+  for (const part of parts) {
+    out.set(part, offset)
+    offset += part.length
+  }
+  return out
+}
+
 /** After a return marker, a script still running this long later is terminated. */
 export const RETURN_GRACE_MS = 300
 
@@ -270,6 +285,9 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
         // one buffer per batch of events, so a burst of output is one write
         Stream.mapArray((events) => [encoder.encode(events.flatMap(onEvent).join(""))] as const),
         Stream.filter((bytes) => bytes.length > 0),
+        // coalesce what arrives within COALESCE_MS into one write (a chatty script is not one syscall per line)
+        Stream.groupedWithin(256, COALESCE_MS),
+        Stream.map((batch) => (batch.length === 1 ? (batch[0] as Uint8Array) : concatBytes(batch))),
         Stream.catch((error) => {
           spawnError = context.masker.maskString(error.message)
           return Stream.empty
