@@ -342,6 +342,12 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
     handler
   )
   server.setTimeout(5 * 60 * 1000)
+  // Plain HTTP on the TLS port gets Go's answer (no plain listener, as the original).
+  server.on("tlsClientError", (error: NodeJS.ErrnoException, socket) => {
+    const raw = (socket as unknown as { _parent?: import("node:net").Socket })._parent
+    if (error.code === "ERR_SSL_HTTP_REQUEST" && raw !== undefined && raw.writable)
+      raw.end("HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+  })
   const [host, portText] = splitHostPort(options.listen)
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(new ServerStartError({ message: `failed to listen: ${error.message}` })))

@@ -177,6 +177,20 @@ describe("JWT ES256 auth (as the original)", () => {
     expect(streamAsUnary.status).toBe(415)
   })
 
+  it("plain HTTP on the TLS port gets 400 Bad Request", async () => {
+    const { connect } = await import("node:net")
+    const answer = await new Promise<string>((resolve) => {
+      let got = ""
+      const socket = connect(h.server.port, "127.0.0.1", () => socket.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+      socket.on("data", (d) => {
+        got += d.toString()
+      })
+      socket.on("close", () => resolve(got))
+      socket.on("error", () => resolve(got))
+    })
+    expect(answer).toBe("HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+  })
+
   it("unknown paths: 401 without a token, 404 with one", async () => {
     expect((await raw("/nope", {})).status).toBe(401)
     const found = await raw("/nope", { authorization: `Bearer ${h.token}` })
