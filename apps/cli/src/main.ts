@@ -3,11 +3,12 @@ import { Cause, Effect } from "effect"
 import { CliError, Command } from "effect/cli"
 import { automnRunnerCommand } from "./commands/automnRunner.ts"
 import { pgQueueCommand } from "./commands/pgQueue.ts"
+import { redisQueueCommands } from "./commands/redisQueue.ts"
 import { runCommand } from "./commands/run.ts"
 import { ExitCode, UsageError } from "./ExitCode.ts"
 
 /** Subcommands of `runlane`; adapter packages add theirs here. */
-export const subcommands = [runCommand, pgQueueCommand, automnRunnerCommand] as const
+export const subcommands = [runCommand, pgQueueCommand, automnRunnerCommand, ...redisQueueCommands] as const
 
 export const runlane = Command.make("runlane").pipe(
   Command.withDescription("runlane: run jobs from queues, locally, in containers or sandboxes"),

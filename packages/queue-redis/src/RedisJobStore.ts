@@ -3,6 +3,7 @@ import {
   type JobPage,
   type JobPatch,
   JobRecord,
+  JobStatus,
   JobStore,
   JobStoreError,
   type ListFilter
@@ -187,3 +188,33 @@ export const make = Effect.fnUntraced(function* (config: RedisJobStoreConfig = {
 })
 
 export const layer = (config: RedisJobStoreConfig = {}): Layer.Layer<JobStore> => Layer.effect(JobStore, make(config))
+
+/**
+ * Jobs of `queue` per status, counted on the store's indexes (`ZINTERCARD` of the status and
+ * queue sets), without reading any record. Redis-specific: the `JobStore` port has no count.
+ */
+export const countByStatus = (
+  config: RedisJobStoreConfig,
+  queue: string
+): Effect.Effect<Record<JobStatus, number>, JobStoreError> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const base = `${config.prefix ?? "runlane:"}{jobs}:`
+      const client = yield* scopedClient(config)
+      const statuses = JobStatus.literals
+      const replies = yield* Effect.tryPromise({
+        try: async () => {
+          const pipeline = client.pipeline()
+          for (const status of statuses)
+            pipeline.call("ZINTERCARD", 2, `${base}idx:s:${status}`, `${base}idx:q:${queue}`)
+          return (await pipeline.exec()) ?? []
+        },
+        catch: (cause) => new JobStoreError({ message: `Redis job store count failed: ${errorMessage(cause)}`, cause })
+      })
+      const counts = {} as Record<JobStatus, number>
+      statuses.forEach((status, i) => {
+        counts[status] = Number(replies[i]?.[1] ?? 0)
+      })
+      return counts
+    })
+  )
