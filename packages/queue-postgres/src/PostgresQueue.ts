@@ -146,9 +146,6 @@ interface TakenRow {
   readonly token: string
   readonly attempts: number
   readonly expires: number
-  readonly priority: number
-  readonly run_at: number
-  readonly seq: number
 }
 
 interface PreparedJob {
@@ -360,11 +357,14 @@ export const make = (config: PostgresQueueConfig = {}) =>
         LIMIT $2
         FOR UPDATE SKIP LOCKED
       )
-      UPDATE ${s}.jobs j
-      SET state = 'inflight', token = gen_random_uuid(), lease_expires_at = ${s}.now_ms() + $3, consumer = $4
-      FROM picked WHERE j.ctid = picked.ctid
-      RETURNING j.spec, j.seq::text || '.' || j.token::text AS token, j.attempts, j.lease_expires_at::float8 AS expires,
-                j.priority, j.run_at::float8 AS run_at, j.seq::float8 AS seq`
+      , taken AS (
+        UPDATE ${s}.jobs j
+        SET state = 'inflight', token = gen_random_uuid(), lease_expires_at = ${s}.now_ms() + $3, consumer = $4
+        FROM picked WHERE j.ctid = picked.ctid
+        RETURNING j.spec, j.seq, j.token, j.attempts, j.lease_expires_at, j.priority, j.run_at
+      )
+      SELECT spec, seq::text || '.' || token::text AS token, attempts, lease_expires_at::float8 AS expires
+      FROM taken ORDER BY priority DESC, run_at, seq`
 
     const sweepStatement = `
       WITH expired AS (
@@ -407,10 +407,9 @@ export const make = (config: PostgresQueueConfig = {}) =>
           .unsafe<TakenRow>(takeStatement, [options.queue, max, BigInt(options.visibilityMs), options.consumer ?? null])
           .pipe(Effect.mapError(toQueueError("take failed")))
         if (rows.length === 0) return []
-        const sorted = [...rows].sort((a, b) => b.priority - a.priority || a.run_at - b.run_at || a.seq - b.seq)
         const leases: Array<Lease> = []
         const malformed: Array<string> = []
-        for (const row of sorted) {
+        for (const row of rows) {
           const job = parseSpec(row.spec)
           if (job === undefined) malformed.push(row.token)
           else {
