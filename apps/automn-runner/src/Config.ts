@@ -35,6 +35,8 @@ export interface RunnerConfig {
   readonly localMaxConcurrency: number | null
   /** Executables set in env (env-managed keys). */
   readonly envExecutables: Executables
+  /** `AUTOMN_RUNNER_NPM_PATH`: npm for node scripts' dependencies. */
+  readonly npmPath: string | null
   /** `AUTOMN_RUNNER_VERSION` (UI diagnostics only). */
   readonly displayVersion: string | null
 }
@@ -134,6 +136,7 @@ export const fromEnv = (env: Env = process.env): RunnerConfig => {
       powershell: normalizeExecutable(env.AUTOMN_RUNNER_POWERSHELL_PATH || env.AUTOMN_POWERSHELL_PATH),
       shell: normalizeExecutable(env.AUTOMN_RUNNER_SHELL_PATH || env.AUTOMN_SHELL_PATH)
     },
+    npmPath: normalizeExecutable(env.AUTOMN_RUNNER_NPM_PATH),
     displayVersion: env.AUTOMN_RUNNER_VERSION ?? null
   }
 }

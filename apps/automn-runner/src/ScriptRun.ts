@@ -7,6 +7,7 @@ import { type ExecEvent, type ExecSpec, Executor, type SecretMasker } from "@run
 import { Deferred, Effect, Stream } from "effect"
 import type { Executables } from "./Config.ts"
 import { type AutomnLog, type AutomnNotification, RETURN_MARKER, resultFields } from "./Markers.ts"
+import { missingDependencies, npmInstallArgs, rememberDependencies } from "./NodeDependencies.ts"
 import { type Language, scriptSource, usesEsmSyntax } from "./Preambles.ts"
 
 /** The `data` of the final `result` frame (contract 3.5). */
@@ -17,9 +18,15 @@ export interface RunResult {
   readonly code: number
   readonly duration: number
   readonly returnData: unknown
-  readonly automnLogs: ReadonlyArray<AutomnLog>
+  /** Extracted logs; a dependency failure has one `{level, message, type: "system"}` entry. */
+  readonly automnLogs: ReadonlyArray<
+    AutomnLog | { readonly level: string; readonly message: string; readonly type: string }
+  >
   readonly automnNotifications: ReadonlyArray<AutomnNotification>
   readonly input: unknown
+  /** Only on a node dependency failure: `Try again later` / `NODE_DEPENDENCY_INSTALL_FAILED`. */
+  readonly clientMessage?: string
+  readonly errorCode?: string
 }
 
 export interface RunInput {
@@ -35,6 +42,8 @@ export interface RunContext {
   /** The environment scripts start from (the runner's, without its secrets: decision 5). */
   readonly baseEnv: Readonly<Record<string, string>>
   readonly masker: SecretMasker
+  /** npm for node scripts' dependencies (default `npm`). */
+  readonly npmPath?: string | null | undefined
   /** Runs when the script has ended, before the result frame is emitted (frees its slot). */
   readonly onFinish?: Effect.Effect<void> | undefined
 }
@@ -131,10 +140,29 @@ const early = (input: RunInput, stderr: string): RunResult => ({
   input: cloneInput(input.reqBody)
 })
 
+/** The script folder's `package.json` (`automn-script-<id>`, private, 1.0.0) when missing. */
+export const ensureManifest = async (folder: string, id: string): Promise<void> => {
+  await mkdir(folder, { recursive: true })
+  const pkg = join(folder, "package.json")
+  if (!existsSync(pkg)) {
+    await writeFile(
+      pkg,
+      `${JSON.stringify({ name: `automn-script-${sanitizeIdentifier(id)}`, private: true, version: "1.0.0" }, null, 2)}\n`
+    )
+  }
+}
+
 interface Prepared {
   readonly argv: ReadonlyArray<string>
   readonly cwd: string | undefined
   readonly file: string
+  /** node: the script's packages and those that do not resolve from its folder. */
+  readonly deps?: {
+    readonly all: string[]
+    readonly missing: string[]
+    readonly folder: string
+    readonly scriptId: string
+  }
 }
 
 /** Writes the script file and picks the command; `string` is an early failure's stderr. */
@@ -149,17 +177,11 @@ const prepare = async (
   if (language === "node") {
     const id = String(script.id || script.preassignedRunId || input.runId)
     const folder = join(context.workdirDir, sanitizeIdentifier(id))
-    await mkdir(folder, { recursive: true })
-    const pkg = join(folder, "package.json")
-    if (!existsSync(pkg)) {
-      await writeFile(
-        pkg,
-        `${JSON.stringify({ name: `automn-script-${sanitizeIdentifier(id)}`, private: true, version: "1.0.0" }, null, 2)}\n`
-      )
-    }
+    await ensureManifest(folder, id)
     const file = join(folder, `${randomUUID()}.${usesEsmSyntax(code) ? "mjs" : "cjs"}`)
     await writeFile(file, scriptSource("node", code, input.runId, exe.node ?? process.execPath))
-    return { argv: [exe.node ?? "node", file], cwd: folder, file }
+    const deps = missingDependencies(code, folder)
+    return { argv: [exe.node ?? "node", file], cwd: folder, file, deps: { ...deps, folder, scriptId: id } }
   }
   const command =
     language === "python"
@@ -223,6 +245,54 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
         return resultFrame(early(input, prepared))
       }
       const executor = yield* Executor
+      const deps = prepared.deps
+      if (deps === undefined || deps.missing.length === 0) {
+        if (deps !== undefined && deps.all.length > 0) {
+          rememberDependencies(context.workdirDir, deps.folder, deps.scriptId, deps.all)
+        }
+        return yield* runPrepared(prepared)
+      }
+      // install the missing packages first, streaming npm's output, then run (or fail with code 90)
+      let failure: string | undefined
+      const install = installDependencies(executor, context, deps.missing, deps.folder, (message) => {
+        failure = message
+      })
+      const after = Stream.unwrap(
+        Effect.suspend(() => {
+          if (failure === undefined) {
+            rememberDependencies(context.workdirDir, deps.folder, deps.scriptId, deps.all)
+            return runPrepared(prepared)
+          }
+          const message = failure
+          return Effect.promise(() => unlink(prepared.file).catch(() => undefined)).pipe(
+            Effect.as(
+              Stream.concat(
+                Stream.make(encoder.encode(line({ type: "log", line: `${message}\n` }))),
+                resultFrame({
+                  ...early(input, message),
+                  code: 90,
+                  automnLogs: [{ level: "error", message, type: "system" }],
+                  clientMessage: "Try again later",
+                  errorCode: "NODE_DEPENDENCY_INSTALL_FAILED"
+                })
+              )
+            )
+          )
+        })
+      )
+      return Stream.concat(
+        Stream.make(
+          encoder.encode(line({ type: "log", line: `Installing npm dependencies: ${deps.missing.join(", ")}\n` }))
+        ),
+        Stream.concat(install, after)
+      )
+    })
+  )
+
+  function runPrepared(prepared: Prepared) {
+    return Effect.gen(function* () {
+      const executor = yield* Executor
+      const { script } = input
       const timeoutSeconds = typeof script.timeout === "number" ? script.timeout : Number(script.timeout)
       const spec: ExecSpec = {
         argv: prepared.argv,
@@ -328,6 +398,58 @@ export const runScript = (input: RunInput, context: RunContext): Stream.Stream<U
       return Stream.concat(output, result).pipe(
         Stream.ensuring(Effect.promise(() => unlink(prepared.file).catch(() => undefined)))
       )
+    })
+  }
+}
+
+const summarize = (text: string, maxLines = 20, maxLength = 2000): string => {
+  const lines = text.trim().split("\n")
+  const tail = lines.slice(-maxLines).join("\n")
+  return tail.length > maxLength ? tail.slice(-maxLength) : tail
+}
+
+/**
+ * `npm install` of `packages` in `folder` through the executor: each output chunk becomes a
+ * `[npm] …` frame; a failure is reported through `onFailure` with the original's message.
+ */
+export const installDependencies = (
+  executor: Executor["Service"],
+  context: RunContext,
+  packages: ReadonlyArray<string>,
+  folder: string,
+  onFailure: (message: string) => void
+): Stream.Stream<Uint8Array> => {
+  const npm = context.npmPath ?? "npm"
+  const args = npmInstallArgs(packages)
+  const headline = `Failed to install npm dependencies: ${packages.join(", ")}`
+  const collected = { stdout: "", stderr: "" }
+  const masks = { stdout: context.masker.state(), stderr: context.masker.state() }
+  const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() }
+  const text = (stream: "stdout" | "stderr", bytes: Uint8Array, final: boolean): string[] => {
+    const decoded = decoders[stream].decode(bytes, { stream: !final })
+    collected[stream] += decoded
+    return decoded.trim() === "" ? [] : [line({ type: "log", line: `[npm] ${decoded}` })]
+  }
+  return executor.run({ argv: [npm, ...args], env: { ...context.baseEnv }, cwd: folder }).pipe(
+    Stream.mapArray((events) => {
+      const out: string[] = []
+      for (const event of events) {
+        if (event._tag === "output") out.push(...text(event.stream, masks[event.stream].push(event.data), false))
+        else if (event._tag === "exited") {
+          out.push(...text("stdout", masks.stdout.flush(), true), ...text("stderr", masks.stderr.flush(), true))
+          if (event.code !== 0) {
+            const detail = summarize(collected.stderr) || summarize(collected.stdout)
+            const head = `npm install exited with code ${event.code ?? event.signal} (${npm} ${args.join(" ")}).`
+            onFailure(`${headline}\n${detail === "" ? head : `${head}\nstderr:\n${detail}`}`)
+          }
+        }
+      }
+      return [encoder.encode(out.join(""))] as const
+    }),
+    Stream.filter((bytes) => bytes.length > 0),
+    Stream.catch((error) => {
+      onFailure(`${headline}\n${context.masker.maskString(error.message)}`)
+      return Stream.empty
     })
   )
 }

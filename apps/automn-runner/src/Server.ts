@@ -1,12 +1,14 @@
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto"
+import { join } from "node:path"
 import { Executor, SecretMasker } from "@runlane/core"
 import { Effect, Layer, Option, Schema, Stream } from "effect"
 import { HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { RunnerConfig } from "./Config.ts"
+import { isSatisfied, rememberDependencies } from "./NodeDependencies.ts"
 import { notFoundPage, type PageMessage, renderHomePage } from "./OperatorPage.ts"
 import { performRegistration, type RegistrationReason } from "./Registration.ts"
 import { RunnerState, SecretRejected } from "./RunnerState.ts"
-import { runScript } from "./ScriptRun.ts"
+import { ensureManifest, installDependencies, runScript, sanitizeIdentifier } from "./ScriptRun.ts"
 
 /** Bodies over this many bytes are refused with 500 (the original's `express.json({limit: "1mb"})`). */
 export const BODY_LIMIT = 1024 * 1024
@@ -128,6 +130,12 @@ export const ResetRequest = Schema.Struct({
   token: Schema.optionalKey(Schema.Unknown),
   secret: Schema.optionalKey(Schema.Unknown)
 })
+export const PackagesRequest = Schema.Struct({
+  scriptId: Schema.optionalKey(Schema.Unknown),
+  packages: Schema.optionalKey(Schema.Unknown),
+  directoryKey: Schema.optionalKey(Schema.Unknown),
+  installMissing: Schema.optionalKey(Schema.Unknown)
+})
 export const SecretForm = Schema.Struct({ secret: Schema.optionalKey(Schema.Unknown) })
 export const ExecutablesForm = Schema.Struct({
   node: Schema.optionalKey(Schema.Unknown),
@@ -164,6 +172,14 @@ const STREAM_HEADERS = {
 export const routes = (app: RunnerApp) => {
   const { state, config } = app
   const home = (message: PageMessage = {}, status = 200) => html(renderHomePage(state, message), status)
+  const runContext = () => ({
+    scriptsDir: config.scriptsDir,
+    workdirDir: config.workdirDir,
+    executables: state.executables,
+    baseEnv: app.baseEnv,
+    masker: app.masker,
+    npmPath: config.npmPath
+  })
 
   const run = (request: HttpServerRequest.HttpServerRequest) =>
     withBody(request, (body) =>
@@ -195,17 +211,7 @@ export const routes = (app: RunnerApp) => {
         // if the response stream never starts (client gone), the request scope still frees the slot
         yield* Effect.addFinalizer(() => release)
         console.log(`[runner] Starting run ${runId} for ${app.masker.maskString(label)} (active: ${app.activeRuns})`)
-        const frames = runScript(
-          { runId, script, reqBody },
-          {
-            scriptsDir: config.scriptsDir,
-            workdirDir: config.workdirDir,
-            executables: state.executables,
-            baseEnv: app.baseEnv,
-            masker: app.masker,
-            onFinish: release
-          }
-        )
+        const frames = runScript({ runId, script, reqBody }, { ...runContext(), onFinish: release })
         // an empty first chunk makes Node send the headers before the script starts
         const executor = yield* Executor
         const responseBody = Stream.concat(Stream.make(new Uint8Array(0)), frames).pipe(
@@ -288,27 +294,51 @@ export const routes = (app: RunnerApp) => {
 
   const packagesStatus = (request: HttpServerRequest.HttpServerRequest) =>
     withBody(request, (body) =>
-      Effect.sync(() => {
+      Effect.gen(function* () {
         const configured = state.secret
         if (configured === null) return jsonError(503, "Runner secret not configured")
         const provided = firstTrimmed(request.headers["x-automn-runner-secret"])
         if (provided === "" || !secretsEqual(provided, configured)) return jsonError(401, "Invalid runner secret")
-        const b = (body !== null && typeof body === "object" ? body : {}) as Record<string, unknown>
-        const packages = (Array.isArray(b.packages) ? b.packages : [])
-          .map((p) => (typeof p === "string" ? p.trim() : ""))
-          .filter((p) => p !== "")
+        const b = decodeOr(PackagesRequest, body) ?? {}
+        const packages = [
+          ...new Set(
+            (Array.isArray(b.packages) ? b.packages : [])
+              .map((p) => (typeof p === "string" ? p.trim() : ""))
+              .filter((p) => p !== "")
+          )
+        ]
         const scriptId = typeof b.scriptId === "string" && b.scriptId.trim() !== "" ? b.scriptId.trim() : null
+        const directoryKey = typeof b.directoryKey === "string" ? b.directoryKey.trim() : ""
         const installMissing = b.installMissing !== false
-        return json({
-          scriptId,
-          packages: packages.map((name) => ({
-            name,
-            status: "not_installed",
-            message: "This runner does not install npm dependencies"
-          })),
-          installMissing,
-          error: null
+        if (packages.length === 0) return json({ scriptId, packages: [], installMissing, error: null })
+        const directory = directoryKey || sanitizeIdentifier(scriptId ?? "anonymous")
+        const folder = join(config.workdirDir, directory)
+        const outcome = yield* Effect.tryPromise(() => ensureManifest(folder, scriptId ?? directory)).pipe(
+          Effect.result
+        )
+        if (outcome._tag === "Failure") return jsonError(500, "Failed to check package status")
+        const statuses = packages.map((name) => {
+          const ok = isSatisfied(name, folder)
+          return { name, status: ok ? "installed" : "not_installed", message: ok ? null : "Package not present" }
         })
+        const missing = statuses.filter((s) => s.status === "not_installed").map((s) => s.name)
+        let error: string | null = null
+        if (installMissing && missing.length > 0) {
+          console.log(`[runner] Installing npm packages for ${directory}: ${missing.join(", ")}`)
+          const executor = yield* Executor
+          yield* Stream.runDrain(
+            installDependencies(executor, { ...runContext(), npmPath: config.npmPath }, missing, folder, (message) => {
+              error = message
+            })
+          )
+          for (const s of statuses) {
+            if (!missing.includes(s.name)) continue
+            s.status = error === null ? "installed" : "error"
+            s.message = error ?? "Installed"
+          }
+        }
+        if (error === null) rememberDependencies(config.workdirDir, folder, scriptId ?? directory, packages)
+        return json({ scriptId, packages: statuses, installMissing, error })
       })
     )
 

@@ -1,5 +1,6 @@
 export * from "./Config.ts"
 export * from "./Markers.ts"
+export * from "./NodeDependencies.ts"
 export * from "./OperatorPage.ts"
 export * from "./Preambles.ts"
 export * from "./Registration.ts"
