@@ -110,3 +110,17 @@ export const rememberDependencies = (
     console.error(`[runner] Failed to persist the npm package cache: ${(error as Error).message}`)
   }
 }
+
+/** `{scripts, packages}` counts of the package cache file (for the operator page). */
+export const packageCacheSummary = (workdirRoot: string): { scripts: number; packages: number } => {
+  try {
+    const parsed = JSON.parse(readFileSync(join(dirname(workdirRoot), "state", "npm-package-cache.json"), "utf8")) as {
+      scripts?: Record<string, { packages?: unknown }>
+    }
+    const entries = Object.values(parsed.scripts ?? {})
+    const packages = entries.reduce((n, e) => n + (Array.isArray(e.packages) ? e.packages.length : 0), 0)
+    return { scripts: entries.length, packages }
+  } catch {
+    return { scripts: 0, packages: 0 }
+  }
+}

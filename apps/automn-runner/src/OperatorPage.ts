@@ -1,4 +1,5 @@
 import { MIN_SECRET_LENGTH } from "./Config.ts"
+import { packageCacheSummary } from "./NodeDependencies.ts"
 import type { RunnerState } from "./RunnerState.ts"
 
 /** Plain server-rendered HTML for `GET /` and the UI routes: no script, no build step. */
@@ -46,6 +47,13 @@ const page = (body: string): string => `<!doctype html>
   </body>
 </html>
 `
+
+const cacheText = (workdirDir: string): string => {
+  const { scripts, packages } = packageCacheSummary(workdirDir)
+  return packages > 0
+    ? `${packages} package${packages === 1 ? "" : "s"} across ${scripts} script${scripts === 1 ? "" : "s"}`
+    : "No cached packages"
+}
 
 const card = (id: string, title: string, value: string) =>
   `<div class="card" data-card="${id}"><h3>${escapeHtml(title)}</h3><p>${escapeHtml(value)}</p></div>`
@@ -137,7 +145,7 @@ export const renderHomePage = (state: RunnerState, message: PageMessage = {}): s
 
   body += `<section id="package-cache">
     <h2>Package cache</h2>
-    <p class="muted">No cached packages. This runner does not install npm dependencies.</p>
+    <p class="muted">${cacheText(config.workdirDir)}. Node scripts' npm dependencies are installed on first use.</p>
     <form method="post" action="/ui/package-cache/clear"><button type="submit">Clear package cache</button></form>
   </section>
   <section id="diagnostics">
