@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { builtinModules, createRequire } from "node:module"
 import { basename, dirname, join } from "node:path"
 
@@ -123,4 +123,50 @@ export const packageCacheSummary = (workdirRoot: string): { scripts: number; pac
   } catch {
     return { scripts: 0, packages: 0 }
   }
+}
+
+export interface CacheEntry {
+  readonly scriptId: string
+  readonly directory: string
+  readonly packages: ReadonlyArray<string>
+}
+
+/** The package cache file's entries (none when it is missing or unreadable). */
+export const readPackageCache = (workdirRoot: string): CacheEntry[] => {
+  try {
+    const parsed = JSON.parse(readFileSync(join(dirname(workdirRoot), "state", "npm-package-cache.json"), "utf8")) as {
+      scripts?: Record<string, { scriptId?: unknown; directory?: unknown; packages?: unknown }>
+    }
+    return Object.entries(parsed.scripts ?? {}).map(([key, e]) => ({
+      scriptId: typeof e.scriptId === "string" ? e.scriptId : key,
+      directory: typeof e.directory === "string" ? e.directory : key,
+      packages: Array.isArray(e.packages)
+        ? e.packages.filter((p): p is string => typeof p === "string" && p !== "")
+        : []
+    }))
+  } catch {
+    return []
+  }
+}
+
+/**
+ * The original's "clear package cache": the cache file is emptied and every script folder loses
+ * its `node_modules` and `package-lock.json` (dependencies reinstall on the next run).
+ */
+export const clearPackageCache = (workdirRoot: string): void => {
+  const file = join(dirname(workdirRoot), "state", "npm-package-cache.json")
+  rmSync(file, { force: true })
+  let entries: import("node:fs").Dirent[] = []
+  try {
+    entries = readdirSync(workdirRoot, { withFileTypes: true })
+  } catch {
+    entries = []
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory()) continue
+    rmSync(join(workdirRoot, entry.name, "node_modules"), { force: true, recursive: true })
+    rmSync(join(workdirRoot, entry.name, "package-lock.json"), { force: true })
+  }
+  mkdirSync(dirname(file), { recursive: true })
+  writeFileSync(file, JSON.stringify({ scripts: {} }, null, 2))
 }

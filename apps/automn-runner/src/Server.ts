@@ -4,11 +4,11 @@ import { Executor, SecretMasker } from "@runlane/core"
 import { Effect, Layer, Option, Schema, Stream } from "effect"
 import { HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { RunnerConfig } from "./Config.ts"
-import { isSatisfied, rememberDependencies } from "./NodeDependencies.ts"
+import { clearPackageCache, isSatisfied, rememberDependencies } from "./NodeDependencies.ts"
 import { notFoundPage, type PageMessage, renderHomePage } from "./OperatorPage.ts"
 import { performRegistration, type RegistrationReason } from "./Registration.ts"
 import { RunnerState, SecretRejected } from "./RunnerState.ts"
-import { ensureManifest, installDependencies, runScript, sanitizeIdentifier } from "./ScriptRun.ts"
+import { ensureManifest, installDependencies, type RunContext, runScript, sanitizeIdentifier } from "./ScriptRun.ts"
 
 /** Bodies over this many bytes are refused with 500 (the original's `express.json({limit: "1mb"})`). */
 export const BODY_LIMIT = 1024 * 1024
@@ -50,6 +50,18 @@ export class RunnerApp {
     this.state = new RunnerState(config)
     this.state.onSecret = (secret) => {
       this.masker.add(secret)
+    }
+  }
+
+  /** What a script run needs from the runner. */
+  runContext(): RunContext {
+    return {
+      scriptsDir: this.config.scriptsDir,
+      workdirDir: this.config.workdirDir,
+      executables: this.state.executables,
+      baseEnv: this.baseEnv,
+      masker: this.masker,
+      npmPath: this.config.npmPath
     }
   }
 
@@ -172,14 +184,7 @@ const STREAM_HEADERS = {
 export const routes = (app: RunnerApp) => {
   const { state, config } = app
   const home = (message: PageMessage = {}, status = 200) => html(renderHomePage(state, message), status)
-  const runContext = () => ({
-    scriptsDir: config.scriptsDir,
-    workdirDir: config.workdirDir,
-    executables: state.executables,
-    baseEnv: app.baseEnv,
-    masker: app.masker,
-    npmPath: config.npmPath
-  })
+  const runContext = () => app.runContext()
 
   const run = (request: HttpServerRequest.HttpServerRequest) =>
     withBody(request, (body) =>
@@ -327,7 +332,7 @@ export const routes = (app: RunnerApp) => {
           console.log(`[runner] Installing npm packages for ${directory}: ${missing.join(", ")}`)
           const executor = yield* Executor
           yield* Stream.runDrain(
-            installDependencies(executor, { ...runContext(), npmPath: config.npmPath }, missing, folder, (message) => {
+            installDependencies(executor, runContext(), missing, folder, (message) => {
               error = message
             })
           )
@@ -374,7 +379,14 @@ export const routes = (app: RunnerApp) => {
     HttpRouter.add("POST", "/ui/runtime-executables", setExecutables),
     HttpRouter.add("POST", "/ui/package-cache/clear", (request) =>
       withBody(request, () =>
-        Effect.succeed(home({ success: "Package cache cleared. Dependencies will reinstall as needed." }))
+        Effect.sync(() => {
+          try {
+            clearPackageCache(config.workdirDir)
+            return home({ success: "Package cache cleared. Dependencies will reinstall as needed." })
+          } catch (error) {
+            return home({ error: (error as Error).message || "Failed to clear package cache" }, 500)
+          }
+        })
       )
     ),
     HttpRouter.add("POST", "/internal/reset", reset),

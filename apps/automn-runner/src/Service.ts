@@ -1,13 +1,14 @@
 import { mkdirSync } from "node:fs"
 import { createServer } from "node:http"
-import { dirname } from "node:path"
+import { dirname, join } from "node:path"
 import { NodeHttpServer } from "@effect/platform-node"
 import { ProcessExecutor } from "@runlane/exec-process"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Stream } from "effect"
 import { HttpRouter } from "effect/http"
 import { fromEnv, type RunnerConfig } from "./Config.ts"
+import { isSatisfied, readPackageCache } from "./NodeDependencies.ts"
 import { detectRuntimes } from "./Registration.ts"
-import { resolvePowerShell, resolvePython, resolveShell } from "./ScriptRun.ts"
+import { ensureManifest, installDependencies, resolvePowerShell, resolvePython, resolveShell } from "./ScriptRun.ts"
 import { RunnerApp, routes } from "./Server.ts"
 
 /** SIGTERM → SIGKILL grace when a script is killed (timeout, disconnect, after its return marker). */
@@ -19,6 +20,31 @@ export const serverLayer = (app: RunnerApp) =>
     Layer.provide(NodeHttpServer.layer(createServer, { port: app.config.port, gracefulShutdownTimeout: 0 })),
     Layer.provide(ProcessExecutor.layer({ inheritEnv: false, killGraceMs: KILL_GRACE_MS }))
   )
+
+/**
+ * Reinstalls, in the background, the remembered packages of script folders where they no longer
+ * resolve (the original's package-cache rehydration at start).
+ */
+export const rehydratePackageCache = (app: RunnerApp) =>
+  Effect.gen(function* () {
+    const executor = ProcessExecutor.make({ killGraceMs: KILL_GRACE_MS })
+    for (const entry of readPackageCache(app.config.workdirDir)) {
+      const folder = join(app.config.workdirDir, entry.directory)
+      const missing = entry.packages.filter((name) => !isSatisfied(name, folder))
+      if (missing.length === 0) continue
+      console.log(`[runner] Reinstalling npm dependencies for ${entry.scriptId}: ${missing.join(", ")}`)
+      let failure: string | undefined
+      yield* Effect.promise(() => ensureManifest(folder, entry.scriptId))
+      yield* Stream.runDrain(
+        installDependencies(executor, app.runContext(), missing, folder, (message) => {
+          failure = message
+        })
+      )
+      if (failure !== undefined) {
+        console.error(`[runner] Failed to reinstall npm dependencies for ${entry.scriptId}: ${failure}`)
+      }
+    }
+  })
 
 /**
  * The whole service: restore state, create folders, serve, register (`startup`), heartbeat.
@@ -48,6 +74,7 @@ export const runService = (
       )
       yield* Layer.build(serverLayer(app))
       console.log(`[runner] Listening on port ${config.port}`)
+      yield* Effect.forkScoped(rehydratePackageCache(app))
       if (state.secret !== null && state.hostUrl !== null && state.runnerId !== null) {
         yield* app.register("startup")
       }

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { logText, postRun, RunnerProcess, resultOf } from "./harness.ts"
+import { logText, postRun, RunnerProcess, resultOf, waitFor } from "./harness.ts"
 
 const SECRET = "npm-runner-secret-123456"
 const PKG = "automn-fixture-pkg"
@@ -130,6 +130,30 @@ describe("node script dependencies (real npm, loopback registry)", () => {
     expect(logText(ran.frames)).toBe("fixture:pre\n")
     const empty = await post({ packages: [] })
     expect(await empty.json()).toEqual({ scriptId: null, packages: [], installMissing: true, error: null })
+  })
+
+  it("rehydrates the package cache at start; the clear route empties it", async () => {
+    const modules = join(runner.dataDir, "script_workdir", "with-deps", "node_modules", PKG)
+    expect(existsSync(modules)).toBe(true)
+    await runner.stop()
+    rmSync(join(runner.dataDir, "script_workdir", "with-deps", "node_modules"), { recursive: true, force: true })
+    await runner.start()
+    await waitFor(
+      "the package to be reinstalled",
+      () => (existsSync(join(modules, "package.json")) ? true : undefined),
+      30_000
+    )
+    expect(runner.output).toContain(`Reinstalling npm dependencies for with-deps: ${PKG}`)
+    const page = await (await fetch(runner.url)).text()
+    expect(page).toMatch(/\d+ packages? across \d+ scripts?/)
+
+    const cleared = await fetch(`${runner.url}/ui/package-cache/clear`, { method: "POST" })
+    expect(cleared.status).toBe(200)
+    expect(await cleared.text()).toContain("Package cache cleared.")
+    expect(existsSync(modules)).toBe(false)
+    expect(JSON.parse(readFileSync(join(runner.dataDir, "state", "npm-package-cache.json"), "utf8"))).toEqual({
+      scripts: {}
+    })
   })
 
   it("an install failure answers code 90 with the original's fields", async () => {
