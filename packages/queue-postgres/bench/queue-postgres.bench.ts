@@ -14,10 +14,12 @@
  * runlane-postgres-direct (the queue alone: 50 fibers take and ack, no Runner), and
  * runner-over-array-queue (the Runner over an in-memory array: its own ceiling in this run).
  * runlane lines carry `ratio` (process) and `enqueueRatio` against Graphile batched.
- * Each system first runs 2,000 jobs unmeasured (warm-up). BENCH_SKIP_UNBATCHED=1 skips the slow unbatched run; BENCH_ONLY=runlane|graphile.
+ * Each system runs in its own child process, first 2,000 jobs unmeasured (warm-up). BENCH_SKIP_UNBATCHED=1 skips the slow unbatched run; BENCH_ONLY=runlane|graphile.
  */
 
+import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import { PgClient } from "@effect/sql-pg"
 import {
   type EnqueueInput,
@@ -319,21 +321,55 @@ const line = (system: string, figures: Figures, extra: Record<string, number> = 
     JSON.stringify({ bench: "queue-postgres", system, jobs: JOBS, concurrency: CONCURRENCY, ...figures, ...extra })
   )
 
-const main = async () => {
-  const only = process.env.BENCH_ONLY
-  // Warm-up, not printed: the first run of each code path in a process pays for compiling it.
+/** One system, measured in this process after a 2,000-job warm-up of the same code path. */
+const systems: Record<string, () => Promise<Figures | { readonly processPerSec: number }>> = {
+  "graphile-worker-batched": () => graphile(true),
+  "graphile-worker-unbatched": () => graphile(false),
+  "runlane-postgres": () => runlane("runner", false),
+  "runlane-postgres-write-behind-acks": () => runlane("runner", true),
+  "runlane-postgres-direct": () => runlane("direct", false),
+  "runner-over-array-queue": () => runnerCeiling().then((processPerSec) => ({ processPerSec }))
+}
+
+const measureHere = async (system: string) => {
+  const run = systems[system]
+  if (run === undefined) throw new Error(`unknown system ${system}`)
   JOBS = 2_000
-  if (only === undefined || only === "graphile") await graphile(true)
-  if (only === undefined || only === "runlane") {
-    await runlane("runner", true)
-    await runlane("runner", false)
-    await runlane("direct", false)
-  }
+  await run()
   JOBS = MEASURED_JOBS
-  const batched = only === undefined || only === "graphile" ? await graphile(true) : undefined
+  process.stdout.write(`${JSON.stringify(await run())}\n`)
+}
+
+/** Each system runs in its own process: no JIT state, timers or pools carried from one to the next. */
+const measureApart = (system: string): Promise<Figures> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+      env: { ...process.env, BENCH_SYSTEM: system },
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let out = ""
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+    })
+    child.on("error", reject)
+    child.on("close", (code) => {
+      const last = out
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .at(-1)
+      if (code !== 0 || last === undefined) reject(new Error(`${system}: exit ${code}`))
+      else resolve(JSON.parse(last) as Figures)
+    })
+  })
+
+const main = async () => {
+  if (process.env.BENCH_SYSTEM !== undefined) return measureHere(process.env.BENCH_SYSTEM)
+  const only = process.env.BENCH_ONLY
+  const batched = only === undefined || only === "graphile" ? await measureApart("graphile-worker-batched") : undefined
   if (batched !== undefined) line("graphile-worker-batched", batched)
   if (only === undefined && process.env.BENCH_SKIP_UNBATCHED !== "1") {
-    line("graphile-worker-unbatched", await graphile(false))
+    line("graphile-worker-unbatched", await measureApart("graphile-worker-unbatched"))
   }
   const ratios = (figures: Figures): Record<string, number> =>
     batched === undefined
@@ -344,22 +380,19 @@ const main = async () => {
         }
   if (only === undefined || only === "runlane") {
     // The default (confirmed acks), then write-behind acks (as Graphile's batched completion, an
-    // ack frees the Runner slot before its DELETE commits).
-    const figures = await runlane("runner", false)
-    line("runlane-postgres", figures, ratios(figures))
-    if (process.env.BENCH_RUNNER_ONLY === "1") return
-    const writeBehind = await runlane("runner", true)
-    line("runlane-postgres-write-behind-acks", writeBehind, ratios(writeBehind))
-    const direct = await runlane("direct", false)
-    line("runlane-postgres-direct", direct, ratios(direct))
-    const ceiling = await runnerCeiling()
+    // ack frees the Runner slot before its DELETE commits), the queue alone, the Runner alone.
+    for (const system of ["runlane-postgres", "runlane-postgres-write-behind-acks", "runlane-postgres-direct"]) {
+      const figures = await measureApart(system)
+      line(system, figures, ratios(figures))
+    }
+    const ceiling = await measureApart("runner-over-array-queue")
     console.log(
       JSON.stringify({
         bench: "queue-postgres",
         system: "runner-over-array-queue",
         jobs: JOBS,
         concurrency: CONCURRENCY,
-        processPerSec: ceiling
+        processPerSec: ceiling.processPerSec
       })
     )
   }
