@@ -10,12 +10,21 @@ import { generateKeyPairSync, randomUUID, X509Certificate } from "node:crypto"
 import { createServer } from "node:net"
 import { connect } from "node:tls"
 import { fileURLToPath } from "node:url"
+import { MemoryEventLog } from "@runlane/core"
 import { makeMemoryQueue } from "@runlane/queue-memory"
-import { createAirunnerClients, parsePrivateKey, signToken } from "@runlane/rpc-connect"
+import {
+  createAirunnerClients,
+  JwtVerifier,
+  makeAirunnerServices,
+  parsePrivateKey,
+  parsePublicKey,
+  signToken,
+  startAirunnerServer
+} from "@runlane/rpc-connect"
 import { Effect } from "effect"
 
 const CLIENTS = 8
-const JOBS = Number(process.env.AIRUNNER_BENCH_JOBS ?? 3000)
+const JOBS = Number(process.env.AIRUNNER_BENCH_JOBS ?? 1600)
 const LATENCY_SAMPLES = Number(process.env.AIRUNNER_BENCH_SAMPLES ?? 1000)
 
 const fromSource = import.meta.url.endsWith(".ts")
@@ -44,6 +53,69 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0
 const round = (n: number, digits = 3) => Number(n.toFixed(digits))
 
+/** The measured load against a server at `baseUrl`. */
+const drive = async (baseUrl: string, token: string, ca: string) => {
+  const clients = Array.from({ length: CLIENTS }, () => createAirunnerClients({ baseUrl, token, ca }))
+  const queue = `bench-${randomUUID()}`
+  // Warm up every connection.
+  await Promise.all(clients.map((c) => c.jobs.listJobs({ queue: "warmup" })))
+  const cycle = async (c: (typeof clients)[number], q: string) => {
+    const { jobId } = await c.jobs.enqueueJob({ requestId: randomUUID(), queue: q, jobParams: { command: "true" } })
+    let taskToken = ""
+    for await (const m of c.jobs.dequeueJob({ queue: q, maxJobs: 1, visibilityTimeoutSeconds: 300 }))
+      taskToken = m.taskToken
+    await c.jobs.completeJob({ taskToken, jobResult: { jobId, success: true } })
+  }
+  // Each client cycles on its own queue (so a dequeue never waits for another client's job).
+  const perClient = Math.ceil(JOBS / CLIENTS)
+  for (const [i, c] of clients.entries()) for (let j = 0; j < 10; j++) await cycle(c, `${queue}-warm-${i}`)
+  const started = performance.now()
+  await Promise.all(
+    clients.map(async (c, i) => {
+      for (let j = 0; j < perClient; j++) await cycle(c, `${queue}-${i}`)
+    })
+  )
+  const seconds = (performance.now() - started) / 1000
+  const latencies: Array<number> = []
+  const one = clients[0]!
+  for (let i = 0; i < LATENCY_SAMPLES; i++) {
+    const t = performance.now()
+    await one.jobs.enqueueJob({ requestId: randomUUID(), queue: `${queue}-lat`, jobParams: { command: "true" } })
+    latencies.push(performance.now() - t)
+  }
+  latencies.sort((a, b) => a - b)
+  for (const c of clients) c.close()
+  return {
+    jobsPerSec: (perClient * CLIENTS) / seconds,
+    jobs: perClient * CLIENTS,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99)
+  }
+}
+
+const keys = () => {
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" })
+  const publicPem = publicKey.export({ type: "spki", format: "pem" }).toString()
+  const token = signToken(parsePrivateKey(privateKey.export({ type: "sec1", format: "pem" }).toString()), "bench", 3600)
+  return { publicPem, token }
+}
+
+/** The same load against the server started in this process (no cross-process scheduling). */
+const benchRpcInProcess = async () => {
+  const { publicPem, token } = keys()
+  const services = makeAirunnerServices(makeMemoryQueue(), MemoryEventLog.makeMemoryEventLog())
+  const server = await startAirunnerServer({
+    services,
+    listen: "127.0.0.1:0",
+    auth: new JwtVerifier(parsePublicKey(publicPem))
+  })
+  try {
+    return await drive(server.url, token, server.certPem)
+  } finally {
+    await server.close()
+  }
+}
+
 const benchRpc = async () => {
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" })
   const port = await freePort()
@@ -67,47 +139,7 @@ const benchRpc = async () => {
       "bench",
       3600
     )
-    const baseUrl = `https://127.0.0.1:${port}`
-    const clients = Array.from({ length: CLIENTS }, () => createAirunnerClients({ baseUrl, token, ca }))
-    const queue = `bench-${randomUUID()}`
-
-    // Warm up every connection.
-    await Promise.all(clients.map((c) => c.jobs.listJobs({ queue: "warmup" })))
-
-    const cycle = async (c: (typeof clients)[number], q: string) => {
-      const { jobId } = await c.jobs.enqueueJob({ requestId: randomUUID(), queue: q, jobParams: { command: "true" } })
-      let taskToken = ""
-      for await (const m of c.jobs.dequeueJob({ queue: q, maxJobs: 1, visibilityTimeoutSeconds: 300 }))
-        taskToken = m.taskToken
-      await c.jobs.completeJob({ taskToken, jobResult: { jobId, success: true } })
-    }
-    // Each client cycles on its own queue (so a dequeue never waits for another client's job).
-    const perClient = Math.ceil(JOBS / CLIENTS)
-    for (const [i, c] of clients.entries()) for (let j = 0; j < 50; j++) await cycle(c, `${queue}-warm-${i}`)
-    const started = performance.now()
-    await Promise.all(
-      clients.map(async (c, i) => {
-        for (let j = 0; j < perClient; j++) await cycle(c, `${queue}-${i}`)
-      })
-    )
-    const seconds = (performance.now() - started) / 1000
-    const jobsPerSec = (perClient * CLIENTS) / seconds
-
-    const latencies: Array<number> = []
-    const one = clients[0]!
-    for (let i = 0; i < LATENCY_SAMPLES; i++) {
-      const t = performance.now()
-      await one.jobs.enqueueJob({ requestId: randomUUID(), queue: `${queue}-lat`, jobParams: { command: "true" } })
-      latencies.push(performance.now() - t)
-    }
-    latencies.sort((a, b) => a - b)
-    for (const c of clients) c.close()
-    return {
-      jobsPerSec,
-      jobs: perClient * CLIENTS,
-      p50: percentile(latencies, 50),
-      p99: percentile(latencies, 99)
-    }
+    return await drive(`https://127.0.0.1:${port}`, token, ca)
   } finally {
     server.kill("SIGKILL")
   }
@@ -146,6 +178,7 @@ const benchMemory = async () => {
 
 const memory = await benchMemory()
 const rpc = await benchRpc()
+const inProcess = await benchRpcInProcess()
 console.log(
   JSON.stringify({
     bench: "airunner",
@@ -172,5 +205,20 @@ console.log(
     goalEnqueueP99Ms: 5,
     ratio: round(rpc.jobsPerSec / memory.jobsPerSec, 4),
     rpcOverhead: round(memory.jobsPerSec / rpc.jobsPerSec, 1)
+  })
+)
+console.log(
+  JSON.stringify({
+    bench: "airunner",
+    system: "runlane-airunner-rpc-inprocess",
+    jobsPerSec: Math.round(inProcess.jobsPerSec),
+    jobs: inProcess.jobs,
+    clients: CLIENTS,
+    codec: "binary",
+    auth: true,
+    enqueueP50Ms: round(inProcess.p50),
+    enqueueP99Ms: round(inProcess.p99),
+    ratio: round(inProcess.jobsPerSec / memory.jobsPerSec, 4),
+    rpcOverhead: round(memory.jobsPerSec / inProcess.jobsPerSec, 1)
   })
 )
