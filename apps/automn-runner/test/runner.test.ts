@@ -13,7 +13,10 @@ const has = (command: string, args: string[]) => {
   }
 }
 const hasPwsh = has("pwsh", ["-NoProfile", "-Command", "exit 0"])
-if (!hasPwsh) console.warn("*** SKIPPING the PowerShell run: pwsh is not installed (Debian does not package it) ***")
+if (!hasPwsh)
+  console.warn(
+    "*** pwsh is not installed (Debian does not package it): testing the missing-interpreter answer instead ***"
+  )
 
 const SECRET = "runner-secret-0123456789"
 const host = new FakeHost()
@@ -314,24 +317,39 @@ describe("script runs", () => {
     })
   })
 
-  it.skipIf(!hasPwsh)("powershell: lines, all three markers, frames in order, result fields", async () => {
-    const code = [
-      'Write-Output "hello from $Global:AutomnRunId"',
-      'AutomnNotify -Audience ops -Message "heads up" -Level warn',
-      'Write-Output "done $env:INPUT_JSON"',
-      'AutomnLog -Message "step one" -Level warn -Context @{ step = 1 } -Type Deploy',
-      "AutomnReturn @{ ok = $true; n = 2 }"
-    ].join("\n")
-    const res = await postRun(r.url, SECRET, {
-      runId: "ps-run-1",
-      script: { language: "powershell", code },
-      reqBody: { who: "tester" }
+  if (hasPwsh) {
+    it("powershell: lines, all three markers, frames in order, result fields", async () => {
+      const code = [
+        'Write-Output "hello from $Global:AutomnRunId"',
+        'AutomnNotify -Audience ops -Message "heads up" -Level warn',
+        'Write-Output "done $env:INPUT_JSON"',
+        'AutomnLog -Message "step one" -Level warn -Context @{ step = 1 } -Type Deploy',
+        "AutomnReturn @{ ok = $true; n = 2 }"
+      ].join("\n")
+      const res = await postRun(r.url, SECRET, {
+        runId: "ps-run-1",
+        script: { language: "powershell", code },
+        reqBody: { who: "tester" }
+      })
+      expectMarkers(resultOf(res.frames), logText(res.frames), {
+        hello: "hello from ps-run-1",
+        done: 'done {"who":"tester"}'
+      })
     })
-    expectMarkers(resultOf(res.frames), logText(res.frames), {
-      hello: "hello from ps-run-1",
-      done: 'done {"who":"tester"}'
+  } else {
+    // Debian packages no PowerShell and its feed is unreachable here: prove the runner's answer when it is missing.
+    it("powershell without an interpreter: the run ends with a result frame naming the failure", async () => {
+      const res = await postRun(r.url, SECRET, {
+        runId: "ps-missing",
+        script: { language: "powershell", code: 'Write-Output "hi"' },
+        reqBody: {}
+      })
+      expect(res.status).toBe(200)
+      const result = resultOf(res.frames)
+      expect(JSON.stringify(result)).toMatch(/pwsh|powershell|ENOENT/i)
+      expect(logText(res.frames)).not.toContain("hi")
     })
-  })
+  }
 
   it("headers are flushed before the script starts; output streams as it arrives", async () => {
     const gate = join(r.dataDir, "gate")
