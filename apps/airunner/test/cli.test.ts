@@ -236,13 +236,41 @@ describe("airunner CLI end to end (rpc-server, token, worker, submit, monitor, l
       "airunner-cli: error: failed to list jobs: unauthenticated: missing bearer token\n"
     ])
     const yamlFile = join(dir, "job.yaml")
-    writeFileSync(yamlFile, "command: echo\nargs: [from-config]\nprocessType: pipe\nenvironment:\n  A: b\n")
+    writeFileSync(yamlFile, "command: env\nprocessType: pipe\nenvironment:\n  FROM_CONFIG: b\n")
     const fromConfig = await cli(
       ["submit", "--server", serverUrl, "--queue", "cli-test", "--config", yamlFile, "r"],
       env
     )
     expect(fromConfig.code).toBe(0)
-    expect(fromConfig.stdout).toContain("from-config\n")
+    expect(fromConfig.stdout).toContain("FROM_CONFIG=b\n")
+    // The file's environment replaces the defaults (the flag map was never given).
+    expect(fromConfig.stdout).not.toContain("BUILD_TYPE=")
+  })
+
+  it("monitor cancels its stream on SIGINT and fails as the original", async () => {
+    const submitted = await cli(
+      ["submit", "--server", serverUrl, "--queue", "nobody-works-here", "--command", "true", "--monitor=false", "r"],
+      env
+    )
+    const jobId = submitted.stdout.split("\n")[1]!.split(": ")[1]!
+    const child = spawn(process.execPath, ["--conditions=source", bin, "monitor", "--server", serverUrl, jobId], {
+      env: { ...baseEnv(), ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout?.on("data", (c: Buffer) => {
+      stdout += c.toString()
+    })
+    child.stderr?.on("data", (c: Buffer) => {
+      stderr += c.toString()
+    })
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+    for (let i = 0; i < 200 && !stdout.includes("=".repeat(50)); i++) await new Promise((r) => setTimeout(r, 100))
+    child.kill("SIGINT")
+    expect(await exited).toBe(1)
+    expect(stdout).toContain("Received interrupt signal, shutting down...\n")
+    expect(stderr).toBe("airunner-cli: error: failed to monitor job: stream error: canceled: context canceled\n")
   })
 
   it("the worker polled with --debug", () => {

@@ -138,10 +138,7 @@ export const listCommand = Command.make(
             `\x1b[2J\x1b[HJobs (updated at ${pad2(now.getHours())}:${pad2(now.getMinutes())}:${pad2(now.getSeconds())})\n\n`
           )
           if (result._tag === "Success") process.stdout.write(renderList(result.success, flags))
-          else
-            process.stdout.write(
-              `Error updating job list: ${result.failure.message.replace(/^failed to list jobs: /, "")}\n`
-            )
+          else process.stdout.write(`Error updating job list: ${result.failure.message}\n`)
         })
       }
     })

@@ -1,4 +1,5 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt"
+import { Code, ConnectError } from "@connectrpc/connect"
 import {
   type AirunnerClients,
   createAirunnerClients,
@@ -65,19 +66,22 @@ const write = (text: string | Uint8Array) => process.stdout.write(text)
 export const followJob = (
   clients: AirunnerClients,
   request: { jobId: string; fromSequence: bigint; fromTimestamp: bigint; eventFilter: Array<EventType> },
-  timeoutMs: number
+  timeoutMs: number,
+  handleSignals = true
 ) =>
   Effect.tryPromise({
     try: async () => {
+      // `monitor` (not `submit`) cancels its stream on SIGINT/SIGTERM; the cancelled stream then
+      // fails as in the original (`stream error: canceled: context canceled`).
       const controller = new AbortController()
-      let interrupted = false
       const onSignal = () => {
-        interrupted = true
         write("Received interrupt signal, shutting down...\n")
         controller.abort()
       }
-      process.once("SIGINT", onSignal)
-      process.once("SIGTERM", onSignal)
+      if (handleSignals) {
+        process.once("SIGINT", onSignal)
+        process.once("SIGTERM", onSignal)
+      }
       write(`Streaming events for job ${request.jobId}:\n`)
       write(`${"=".repeat(50)}\n`)
       try {
@@ -85,7 +89,8 @@ export const followJob = (
           if (message.event !== undefined && printEvent(message.event, write)) break
         }
       } catch (error) {
-        if (!interrupted) throw error
+        if (controller.signal.aborted) throw new ConnectError("context canceled", Code.Canceled)
+        throw error
       } finally {
         process.off("SIGINT", onSignal)
         process.off("SIGTERM", onSignal)

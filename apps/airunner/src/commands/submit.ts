@@ -97,8 +97,10 @@ export const submitCommand = Command.make(
       if (typeof envFlag === "string") return yield* new UsageError({ message: `--env: ${envFlag}` })
       const metadataFlag = parseMap(flags.metadata)
       if (typeof metadataFlag === "string") return yield* new UsageError({ message: `--metadata: ${metadataFlag}` })
-      const environment = flags.env.length > 0 ? envFlag : { BUILD_TYPE: "release", NODE_ENV: "production" }
-      const metadata = flags.metadata.length > 0 ? metadataFlag : { submitter: "airunner-agent", priority: "normal" }
+      // As the original: a map stays nil unless the flag or the config file gives entries; only a
+      // nil map gets the defaults.
+      let environment: Record<string, string> | undefined = flags.env.length > 0 ? envFlag : undefined
+      let metadata: Record<string, string> | undefined = flags.metadata.length > 0 ? metadataFlag : undefined
       let { command, processType, workingDirectory, commit, branch, owner } = flags
       let repository = flags.repository
       let args = parseSlice(flags.args)
@@ -113,8 +115,10 @@ export const submitCommand = Command.make(
         if (str(file.processType) !== "") processType = str(file.processType)
         if (typeof file.timeout === "number" && file.timeout > 0) timeoutSeconds = file.timeout
         if (str(file.workingDirectory) !== "") workingDirectory = str(file.workingDirectory)
-        Object.assign(environment, strMap(file.environment))
-        Object.assign(metadata, strMap(file.metadata))
+        const fileEnv = strMap(file.environment)
+        if (Object.keys(fileEnv).length > 0) environment = { ...environment, ...fileEnv }
+        const fileMetadata = strMap(file.metadata)
+        if (Object.keys(fileMetadata).length > 0) metadata = { ...metadata, ...fileMetadata }
         if (str(file.repository) !== "") repository = str(file.repository)
         if (str(file.commit) !== "") commit = str(file.commit)
         if (str(file.branch) !== "") branch = str(file.branch)
@@ -122,6 +126,8 @@ export const submitCommand = Command.make(
       }
       if (command === "")
         return yield* new CommandFailed({ message: "command is required (use --command flag or --config file)" })
+      environment ??= { BUILD_TYPE: "release", NODE_ENV: "production" }
+      metadata ??= { submitter: "airunner-agent", priority: "normal" }
       const pt = processType.toLowerCase() === "pipe" ? ProcessType.PIPE : ProcessType.PTY
       const jobParams = create(JobParamsSchema, {
         repository,
