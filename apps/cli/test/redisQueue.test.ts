@@ -75,7 +75,11 @@ describe.skipIf(!available)("runlane worker|enqueue|stats|peek|recover|logs|stat
       const again = await runlane(["enqueue", ...common, "--request-id", "r1", "--", "echo", "other"])
       expect(lines(again.stdout)).toEqual([{ jobId: created!.jobId, duplicate: true }])
       const peek = await runlane(["peek", ...common, "--state", "ready"])
-      expect(lines(peek.stdout).map((e) => (e.job as { id: string }).id)).toEqual([created!.jobId])
+      expect(peek.code, peek.stderr).toBe(0)
+      expect(
+        lines(peek.stdout).map((e) => (e.job as { id: string }).id),
+        `${peek.stdout}\n${peek.stderr}`
+      ).toEqual([created!.jobId])
 
       // The worker runs until interrupted (SIGINT: a graceful stop) once the job has finished.
       const worker = start(["worker", ...common, "--concurrency", "2"])
