@@ -14,7 +14,9 @@ export const makeLogger = (options: { readonly console: boolean; readonly level:
       const extra = Object.entries(fields)
         .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
         .join(" ")
-      const time = `${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}`
+      // zerolog's ConsoleWriter default: time.Kitchen ("3:04PM").
+      const hours = now.getHours() % 12 === 0 ? 12 : now.getHours() % 12
+      const time = `${hours}:${pad(now.getMinutes())}${now.getHours() < 12 ? "AM" : "PM"}`
       process.stderr.write(`${time} ${short[level]} ${message}${extra === "" ? "" : ` ${extra}`}\n`)
     } else {
       process.stderr.write(

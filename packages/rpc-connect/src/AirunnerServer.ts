@@ -96,7 +96,7 @@ export const selfSignedCertificate = (): SelfSigned => {
     const fingerprint = createHash("sha256").update(new X509Certificate(certPem).raw).digest("hex")
     return { certPem, keyPem, fingerprint }
   } catch (error) {
-    throw new ServerStartError({ message: `failed to generate self-signed certificate: ${String(error)}` })
+    throw new ServerStartError({ message: `failed to generate ssl cert: ${String(error)}` })
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -204,12 +204,23 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
     options.keyFile !== undefined &&
     options.keyFile !== ""
   ) {
-    try {
-      certPem = readFileSync(options.certFile, "utf8")
-      keyPem = readFileSync(options.keyFile, "utf8")
-    } catch (error) {
-      throw new ServerStartError({ message: `failed to load certificate: ${(error as Error).message}` })
+    const read = (file: string) => {
+      try {
+        return readFileSync(file, "utf8")
+      } catch (error) {
+        // Go's text: `open <file>: no such file or directory`.
+        const code = (error as NodeJS.ErrnoException).code
+        const reason =
+          code === "ENOENT"
+            ? "no such file or directory"
+            : code === "EACCES"
+              ? "permission denied"
+              : (error as Error).message
+        throw new ServerStartError({ message: `open ${file}: ${reason}` })
+      }
     }
+    certPem = read(options.certFile)
+    keyPem = read(options.keyFile)
   } else {
     const generated = selfSignedCertificate()
     certPem = generated.certPem
@@ -350,7 +361,16 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
   })
   const [host, portText] = splitHostPort(options.listen)
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (error) => reject(new ServerStartError({ message: `failed to listen: ${error.message}` })))
+    server.once("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        new ServerStartError({
+          message:
+            error.code === "EADDRINUSE"
+              ? `listen tcp ${options.listen}: bind: address already in use`
+              : `listen tcp ${options.listen}: ${error.message}`
+        })
+      )
+    )
     server.listen(Number(portText), host, () => resolve())
   })
   const port = (server.address() as AddressInfo).port
@@ -378,7 +398,7 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
 /** Splits `host:port` (`[::1]:8993`, `:8993`). */
 export const splitHostPort = (listen: string): [string, string] => {
   const colon = listen.lastIndexOf(":")
-  if (colon < 0) throw new ServerStartError({ message: `failed to listen: address ${listen}: missing port in address` })
+  if (colon < 0) throw new ServerStartError({ message: `listen tcp: address ${listen}: missing port in address` })
   let host = listen.slice(0, colon)
   if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1)
   return [host, listen.slice(colon + 1)]

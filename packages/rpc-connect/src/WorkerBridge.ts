@@ -207,7 +207,7 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
     } catch (error) {
       if (signal.aborted) return []
       if (error instanceof ConnectError && error.code === Code.DeadlineExceeded) return []
-      log("error", "failed to dequeue job", { error: String(error) })
+      log("error", "Error processing job", { error: `stream error: ${String(error)}` })
       await sleep(errorWaitMs)
       return []
     }
@@ -219,6 +219,7 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
     }
     const leases: Array<Lease> = []
     for (const { job, taskToken } of found) {
+      log("info", "Job dequeued", { job_id: job.jobId, repository: job.jobParams?.repository ?? "" })
       const command = job.jobParams?.command ?? ""
       if (command === "") {
         log("error", "No command specified for job", { job_id: job.jobId })
@@ -228,7 +229,7 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
       const feed = new Feed<PublishJobEventsRequest>()
       const published = clients.events.publishJobEvents(feed, { timeoutMs: clientTimeoutMs }).then(
         () => undefined,
-        (error) => log("error", "failed to publish job events", { job_id: job.jobId, error: String(error) })
+        (error) => log("error", "Failed to close event stream", { job_id: job.jobId, error: String(error) })
       )
       const running: Running = {
         job,
@@ -270,6 +271,8 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
     byToken.delete(running.taskToken)
     byJob.delete(running.job.jobId)
     ranJob = true
+    if (errorMessage !== "") log("error", "Job execution failed", { job_id: running.job.jobId, error: errorMessage })
+    else log("info", "Job executed successfully", { job_id: running.job.jobId, exit_code: exitCode })
     try {
       await clients.jobs.completeJob(
         {
@@ -285,8 +288,12 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
         },
         { timeoutMs: clientTimeoutMs }
       )
+      log("info", "Job completed", { job_id: running.job.jobId, success })
     } catch (error) {
-      log("error", "failed to complete job", { job_id: running.job.jobId, error: String(error) })
+      log("error", "Error processing job", {
+        job_id: running.job.jobId,
+        error: `failed to complete job: ${String(error)}`
+      })
       await sleep(errorWaitMs)
     }
   }
@@ -343,9 +350,13 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
                 },
                 { timeoutMs: clientTimeoutMs }
               ),
-            catch: (error) => new QueueError({ message: `failed to update job: ${String(error)}` })
+            catch: (error) => {
+              log("error", "Failed to extend visibility timeout", { error: String(error) })
+              return new QueueError({ message: `failed to update job: ${String(error)}` })
+            }
           })
         ),
+        Effect.tap(() => Effect.sync(() => log("debug", "Extended visibility timeout"))),
         Effect.as(Date.now() + visibilityMs)
       ),
     recover: () => Effect.succeed(0),

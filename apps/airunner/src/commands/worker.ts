@@ -6,6 +6,7 @@ import { Command, Flag } from "effect/cli"
 import { UsageError } from "../errors.ts"
 import { parseGoDuration } from "../goDuration.ts"
 import { makeLogger } from "../log.ts"
+import { VERSION } from "../version.ts"
 import { debugFlag, serverFlag, tokenFlag } from "./common.ts"
 
 /**
@@ -42,7 +43,9 @@ export const workerCommand = Command.make(
         debug: flags.debug,
         log
       })
-      log("info", "Starting worker", { queue: flags.queue, server: flags.server })
+      // The original logs this line (with the version) from its worker too.
+      log("info", "Starting RPC server", { version: VERSION })
+      log("info", "Worker starting", { queue: flags.queue, server: flags.server })
       const visibilityMs = (flags.visibilityTimeout <= 0 ? 300 : flags.visibilityTimeout) * 1000
       const stderrLogger = Logger.make<unknown, void>((options) => {
         const text = Array.isArray(options.message) ? options.message.join(" ") : String(options.message)
