@@ -212,7 +212,9 @@ describe("airunner CLI end to end (rpc-server, token, worker, submit, monitor, l
       ],
       env
     )
-    expect(out.stdout).toMatch(/❌ ERROR: failed to start process no-such-command-xyz: /)
+    expect(out.stdout).toMatch(
+      /❌ ERROR: failed to start process no-such-command-xyz: exec: "no-such-command-xyz": executable file not found in \$PATH\n/
+    )
     // No PROCESS_END: the follow ends by the client timeout, as the original.
     expect(out.code).toBe(1)
     expect(out.stderr).toContain("airunner-cli: error: failed to monitor job: stream error: deadline_exceeded")

@@ -120,6 +120,15 @@ export const resolveCommand = (command: string, path: string | undefined = proce
   return command
 }
 
+/** The OS error as Go's os/exec words it, for a command that could not start. */
+export const goStartError = (command: string, message: string): string => {
+  if (!command.includes("/") && resolveCommand(command) === command)
+    return `exec: "${command}": executable file not found in $PATH`
+  if (/ENOENT/.test(message)) return `fork/exec ${resolveCommand(command)}: no such file or directory`
+  if (/EACCES/.test(message)) return `fork/exec ${resolveCommand(command)}: permission denied`
+  return message
+}
+
 /** The `ExecPayload` a dequeued airunner job runs as (PTY unless PIPE; environment exact when given). */
 export const execPayloadOf = (job: Job): ExecPayload => {
   const params = job.jobParams
@@ -411,7 +420,7 @@ export const makeWorkerBridge = (options: WorkerBridgeOptions) => {
               break
             case "process-error":
               flush(running)
-              running.error = `failed to start process ${running.command}: ${event.message}`
+              running.error = `failed to start process ${running.command}: ${goStartError(running.command, event.message)}`
               publish(running, {
                 eventType: EventType.PROCESS_ERROR,
                 eventData: {

@@ -116,7 +116,7 @@ describe("worker bridge: Runner + process executor over the RPC API", () => {
     expect(events.map((e) => [Number(e.sequence), e.eventType])).toEqual([[1, EventType.PROCESS_ERROR]])
     const data = events[0]!.eventData
     expect(data.case === "processError" && data.value.errorMessage).toMatch(
-      /^failed to start process no-such-command-runlane: /
+      /^failed to start process no-such-command-runlane: exec: "no-such-command-runlane": executable file not found in \$PATH$/
     )
   }, 30_000)
 })
