@@ -135,6 +135,8 @@ export class JwtVerifier {
     if (exp === undefined || exp === null) return "token missing exp"
     if (typeof exp !== "number") return "invalid token"
     if (nbf !== undefined && typeof nbf !== "number") return "invalid token"
-    return { exp, nbf: nbf as number | undefined, subject: typeof sub === "string" ? sub : "" }
+    // golang-jwt's RegisteredClaims: a `sub` of another type does not decode.
+    if (sub !== undefined && typeof sub !== "string") return "invalid token"
+    return { exp, nbf: nbf as number | undefined, subject: sub ?? "" }
   }
 }
