@@ -53,11 +53,14 @@ import {
 const STREAM_LUA = `${LUA_PRELUDE}
 local G = 'runlane'
 local H = 2592000000
+local ensured = {}
 local function ensureLevel(base, p)
   local stream = base .. 's:' .. p
+  if ensured[stream] then return stream end
   if redis.call('ZADD', base .. 'prios', 'NX', p, p) == 1 or redis.call('EXISTS', stream) == 0 then
     redis.pcall('XGROUP', 'CREATE', stream, G, '0', 'MKSTREAM')
   end
+  ensured[stream] = true
   return stream
 end
 local function toMap(f)
