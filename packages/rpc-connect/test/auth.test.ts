@@ -87,6 +87,28 @@ describe("JWT ES256 auth (as the original)", () => {
     expect(res.body.toString()).toBe('{"status":"ok"}')
   })
 
+  it("serves HTTP/1.1 too (ALPN), and the JSON codec through a Connect client", async () => {
+    const { request } = await import("node:https")
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = request(`${h.server.url}/health`, { ca: h.server.certPem }, (res) => {
+        let text = ""
+        res.on("data", (c) => {
+          text += c
+        })
+        res.on("end", () => resolve(`${res.httpVersion} ${res.statusCode} ${text}`))
+      })
+      req.on("error", reject)
+      req.end()
+    })
+    expect(body).toBe('1.1 200 {"status":"ok"}')
+    const json = createAirunnerClients({ baseUrl: h.server.url, token: h.token, ca: h.server.certPem, useJson: true })
+    const queue = `json-${randomUUID()}`
+    const { jobId } = await json.jobs.enqueueJob({ requestId: randomUUID(), queue, jobParams: { command: "x" } })
+    const listed = await json.jobs.listJobs({ queue })
+    json.close()
+    expect(listed.jobs.map((j) => [j.jobId, j.jobParams?.command])).toEqual([[jobId, "x"]])
+  })
+
   it("refuses Connect unary calls with 401 and the original's messages", async () => {
     const cases: Array<[string | undefined, string]> = [
       [undefined, "missing bearer token"],
