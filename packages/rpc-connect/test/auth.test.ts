@@ -71,7 +71,7 @@ const unary = (authorization?: string) =>
       "content-type": "application/json",
       ...(authorization === undefined ? {} : { authorization })
     },
-    "{}"
+    JSON.stringify({ queue: `empty-${randomUUID()}` })
   )
 
 const withToken: Interceptor = (next) => (req) => {
