@@ -249,6 +249,28 @@ describe("airunner CLI end to end (rpc-server, token, worker, submit, monitor, l
     expect(fromConfig.stdout).not.toContain("BUILD_TYPE=")
   })
 
+  it("list --watch prints the list and refreshes; a bad JSON config fails to parse", async () => {
+    const child = spawn(process.execPath, ["--conditions=source", bin, "list", "--server", serverUrl, "--watch"], {
+      env: { ...baseEnv(), ...env },
+      stdio: ["ignore", "pipe", "ignore"]
+    })
+    let stdout = ""
+    child.stdout?.on("data", (c: Buffer) => {
+      stdout += c.toString()
+    })
+    for (let i = 0; i < 200 && !stdout.includes("Jobs (updated at "); i++) await new Promise((r) => setTimeout(r, 100))
+    child.kill("SIGKILL")
+    expect(stdout.startsWith("Watching jobs (press Ctrl+C to stop)...\n\nJobs (queue: all, state: all, page: 1/")).toBe(
+      true
+    )
+    expect(stdout).toMatch(/\x1b\[2J\x1b\[HJobs \(updated at \d\d:\d\d:\d\d\)\n\nJobs \(queue: all/)
+    const jsonFile = join(dir, "job.JSON")
+    writeFileSync(jsonFile, "{ not json")
+    const bad = await cli(["submit", "--server", serverUrl, "--config", jsonFile, "r"], env)
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/^airunner-cli: error: failed to load config file: failed to parse JSON config: /)
+  })
+
   it("monitor cancels its stream on SIGINT and fails as the original", async () => {
     const submitted = await cli(
       ["submit", "--server", serverUrl, "--queue", "nobody-works-here", "--command", "true", "--monitor=false", "r"],
