@@ -484,6 +484,11 @@ export const make = Effect.fnUntraced(function* (config: RedisStreamQueueConfig 
     Effect.sync(() => makeClient(config)),
     (c) => closeClient(c)
   )
+  // Acks travel on their own connection, so a take's reply never queues behind a burst of acks.
+  const ackClient = yield* Effect.acquireRelease(
+    Effect.sync(() => makeClient(config)),
+    (c) => closeClient(c)
+  )
   const blockers = makeBlockerPool(config)
   yield* Effect.addFinalizer(() => blockers.close)
   const base = (queue: string) => queueBase(prefix, queue)
@@ -607,7 +612,7 @@ export const make = Effect.fnUntraced(function* (config: RedisStreamQueueConfig 
     })
     const groups = [...byQueue.entries()]
     const replies = await ackScript.runMany(
-      client,
+      ackClient,
       groups.map(([queue, indexes]) => {
         const b = base(queue)
         const args: Array<string> = [b]
