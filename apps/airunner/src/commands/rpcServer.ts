@@ -1,5 +1,6 @@
-import { MemoryEventLog } from "@runlane/core"
+import { EventLog, JobQueue, MemoryEventLog } from "@runlane/core"
 import { makeMemoryQueue } from "@runlane/queue-memory"
+import { RedisEventLog, RedisStreamQueue } from "@runlane/queue-redis"
 import {
   JwtKeyError,
   JwtVerifier,
@@ -8,7 +9,7 @@ import {
   ServerStartError,
   startAirunnerServer
 } from "@runlane/rpc-connect"
-import { Config, Effect } from "effect"
+import { Config, Context, Effect, Layer } from "effect"
 import { Command, Flag } from "effect/cli"
 import { CommandFailed } from "../errors.ts"
 import { makeLogger } from "../log.ts"
@@ -27,6 +28,19 @@ export const rpcServerCommand = Command.make(
       Flag.withDefault("localhost:8993")
     ),
     noAuth: Flag.Boolean("no-auth").pipe(Flag.withDescription("Disable JWT authentication."), Flag.withDefault(false)),
+    queueBackend: Flag.Literals("queue-backend", ["memory", "redis"]).pipe(
+      Flag.withDescription("runlane: where jobs and events live (memory, as the original, or redis)."),
+      Flag.withDefault("memory")
+    ),
+    redisUrl: Flag.String("redis-url").pipe(
+      Flag.withDescription("runlane: Redis URL for --queue-backend redis ($REDIS_URL)."),
+      Flag.withFallbackConfig(Config.String("REDIS_URL")),
+      Flag.withDefault("redis://127.0.0.1:6379")
+    ),
+    redisPrefix: Flag.String("redis-prefix").pipe(
+      Flag.withDescription("runlane: key prefix for --queue-backend redis."),
+      Flag.withDefault("airunner:")
+    ),
     jwtPublicKey: Flag.String("jwt-public-key").pipe(
       Flag.withDescription("JWT public key (PEM) for verifying tokens ($JWT_PUBLIC_KEY)."),
       Flag.withFallbackConfig(Config.String("JWT_PUBLIC_KEY")),
@@ -38,8 +52,20 @@ export const rpcServerCommand = Command.make(
       const log = makeLogger({ console: flags.dev, level: flags.dev ? "debug" : "info" })
       log("info", "Starting RPC server", { version: VERSION })
       log("info", "Listening for RPC connections", { url: `https://${flags.listen}` })
-      const queue = makeMemoryQueue()
-      const services = makeAirunnerServices(queue, MemoryEventLog.makeMemoryEventLog())
+      let queue: JobQueue["Service"]
+      let eventLog: EventLog["Service"]
+      if (flags.queueBackend === "redis") {
+        // runlane decision 5: the Redis Streams queue and the Redis event log behind the same API
+        // (the job index stays in this process, as the original's store).
+        const redis = { url: flags.redisUrl, prefix: flags.redisPrefix }
+        const context = yield* Layer.build(Layer.mergeAll(RedisStreamQueue.layer(redis), RedisEventLog.layer(redis)))
+        queue = Context.get(context, JobQueue)
+        eventLog = Context.get(context, EventLog)
+      } else {
+        queue = makeMemoryQueue()
+        eventLog = MemoryEventLog.makeMemoryEventLog()
+      }
+      const services = makeAirunnerServices(queue, eventLog)
       let auth: JwtVerifier | undefined
       if (!flags.noAuth) {
         try {
