@@ -5,7 +5,7 @@ import * as http2 from "node:http2"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import type { ConnectRouter } from "@connectrpc/connect"
+import { type ConnectRouter, createContextKey, createContextValues } from "@connectrpc/connect"
 import { connectNodeAdapter } from "@connectrpc/connect-node"
 import { Schema } from "effect"
 import type { AirunnerServices } from "./AirunnerServices.ts"
@@ -131,6 +131,8 @@ const grpcMessage = (message: string): string =>
     )
     .join("")
 
+const peerAddr = createContextKey("", { description: "peer address" })
+
 /** The RPC protocol of a request, from its content type (for logs). */
 const protocolOf = (contentType: string | null): string => {
   const type = (contentType ?? "").toLowerCase()
@@ -238,15 +240,30 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
       res.writeHead(404, { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" })
       res.end("404 page not found\n")
     },
+    contextValues: (req) =>
+      createContextValues().set(peerAddr, `${req.socket?.remoteAddress ?? ""}:${req.socket?.remotePort ?? ""}`),
     interceptors: [
+      // As the original's logger interceptor: `rpc call` per unary call, `rpc server stream
+      // finished` / `rpc server stream error` per streaming call, with protocol, addr, duration (ms).
       (next) => async (req) => {
         const started = performance.now()
-        const protocol = protocolOf(req.header.get("content-type"))
-        const duration = () => `${(performance.now() - started).toFixed(3)}ms`
+        const fields = { protocol: protocolOf(req.header.get("content-type")), addr: req.contextValues.get(peerAddr) }
+        const duration = () => Number((performance.now() - started).toFixed(3))
+        const streaming = req.method.methodKind !== "unary"
+        const failed = (error: unknown) =>
+          log("error", streaming ? "rpc server stream error" : "rpc call", {
+            ...fields,
+            error: String(error),
+            duration: duration()
+          })
         try {
           const res = await next(req)
+          if (!streaming) {
+            log("info", "rpc call", { ...fields, duration: duration() })
+            return res
+          }
           if (!res.stream) {
-            log("info", "rpc call", { procedure: req.url, protocol, duration: duration() })
+            log("info", "rpc server stream finished", { ...fields, duration: duration() })
             return res
           }
           const messages = res.message
@@ -255,25 +272,15 @@ export const startAirunnerServer = async (options: AirunnerServerOptions): Promi
             message: (async function* () {
               try {
                 yield* messages
-                log("info", "rpc server stream finished", { procedure: req.url, protocol, duration: duration() })
+                log("info", "rpc server stream finished", { ...fields, duration: duration() })
               } catch (error) {
-                log("error", "rpc server stream error", {
-                  procedure: req.url,
-                  protocol,
-                  duration: duration(),
-                  error: String(error)
-                })
+                failed(error)
                 throw error
               }
             })()
           }
         } catch (error) {
-          log("error", req.stream ? "rpc server stream error" : "rpc call", {
-            procedure: req.url,
-            protocol,
-            duration: duration(),
-            error: String(error)
-          })
+          failed(error)
           throw error
         }
       }
