@@ -108,7 +108,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-describe("airunner CLI end to end (rpc-server, token, worker, submit, monitor, list)", () => {
+describe("airunner CLI end to end (rpc-server, token, worker, submit, monitor, list)", { timeout: 150_000 }, () => {
   it("token prints one ES256 JWT and a newline", async () => {
     const out = await cli(["token", "--subject", "a@b", `--signing-key=${signingPem}`])
     expect(out.code).toBe(0)
