@@ -167,7 +167,14 @@ export const makeAirunnerServices = (
       jobs.set(entry.jobId, entry)
       requests.set(req.requestId, entry.jobId)
       queuesSeen.add(req.queue)
-      await run(queue.enqueue({ queue: prefix + req.queue, id: entry.jobId, payload: null, maxAttempts: 1_000_000 }))
+      try {
+        await run(queue.enqueue({ queue: prefix + req.queue, id: entry.jobId, payload: null, maxAttempts: 1_000_000 }))
+      } catch (error) {
+        // The queue refused it: forget the job, so a retry with the same request id enqueues again.
+        jobs.delete(entry.jobId)
+        if (requests.get(req.requestId) === entry.jobId) requests.delete(req.requestId)
+        throw error
+      }
       return { jobId: entry.jobId, createdAt: ts(now), state: entry.state }
     },
 
