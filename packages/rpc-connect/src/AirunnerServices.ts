@@ -184,6 +184,7 @@ export const makeAirunnerServices = (
       queuesSeen.add(req.queue)
       for (;;) {
         if (context.signal.aborted) return
+        const polled = Date.now()
         const leases = await run(
           queue.take({
             queue: prefix + req.queue,
@@ -196,7 +197,11 @@ export const makeAirunnerServices = (
           if (context.signal.aborted) return []
           throw error
         })
-        if (leases.length === 0) continue
+        if (leases.length === 0) {
+          // A queue that does not long-poll must not spin: poll every 100 ms, as the original.
+          if (Date.now() - polled < 100) await new Promise((resolve) => setTimeout(resolve, 100))
+          continue
+        }
         const now = Date.now()
         const out: Array<DequeueJobResponse> = []
         for (const lease of leases) {
