@@ -25,6 +25,12 @@ export interface RunnerConfig {
   readonly concurrency?: number
   /** Leases taken per round trip (default: the free slots, at most `concurrency`). */
   readonly batchSize?: number
+  /**
+   * Leases held ready beyond `concurrency` (default: `batchSize` when batches are larger than 1,
+   * else 0), so the next batch is taken while the current one runs. Held leases are extended by
+   * the heartbeat and released at once on shutdown.
+   */
+  readonly prefetch?: number
   /** Lease duration (default 30 s); extended every `heartbeatMs` while a job runs. */
   readonly visibilityMs?: number
   /** Default: a third of `visibilityMs`. */
@@ -54,6 +60,8 @@ interface InFlight {
   readonly id: number
   readonly lease: Lease
   readonly key: string | undefined
+  /** `held`: taken, waiting for a slot; `running`: its handler runs; `settling`: being recorded and settled. */
+  phase: "held" | "running" | "settling"
   fiber: Fiber.Fiber<void> | undefined
 }
 
@@ -95,7 +103,6 @@ export const run = <R>(
     const store = yield* JobStore
     const eventLog = yield* EventLog
     const limiter = yield* Limiter
-    const context = yield* Effect.context<R>()
 
     const runnerId = config.runnerId ?? defaultRunnerId()
     const concurrency = Math.max(1, config.concurrency ?? 10)
@@ -108,26 +115,33 @@ export const run = <R>(
     const record = config.record !== false
     const baseMasker = new SecretMasker(config.secrets ?? [])
 
+    const prefetch = Math.max(0, config.prefetch ?? (batchSize > 1 ? batchSize : 0))
+    /** Every lease this runner holds, whatever its phase; the heartbeat extends them all. */
     const inflight = new Map<number, InFlight>()
+    const held: Array<InFlight> = []
+    let running = 0
+    let settling = 0
     let localIds = 0
-    let slotWaiter: (() => void) | undefined
+    let takerWaiter: (() => void) | undefined
     let stopping = false
 
-    const freeSlot = () => {
-      const wake = slotWaiter
-      slotWaiter = undefined
+    const wakeTaker = () => {
+      const wake = takerWaiter
+      takerWaiter = undefined
       wake?.()
     }
+    const capacity = () => concurrency + prefetch - running - held.length
     // With batches, wait until a good part of a batch can be taken at once.
-    const takeThreshold = batchSize > 1 ? Math.max(1, Math.ceil(Math.min(batchSize, concurrency) / 2)) : 1
-    const waitForSlots = Effect.callback<void>((resume) => {
-      const ready = () => concurrency - inflight.size >= takeThreshold || inflight.size === 0 || stopping
-      if (ready()) return resume(Effect.void)
-      slotWaiter = () => {
-        if (ready()) resume(Effect.void)
-        else slotWaiter = wake
+    const takeThreshold = batchSize > 1 ? Math.max(1, Math.ceil(Math.min(batchSize, concurrency + prefetch) / 2)) : 1
+    const canTake = () =>
+      stopping || (settling < concurrency && (capacity() >= takeThreshold || (running === 0 && held.length === 0)))
+    const waitToTake = Effect.callback<void>((resume) => {
+      if (canTake()) return resume(Effect.void)
+      const wake = () => {
+        if (canTake()) resume(Effect.void)
+        else takerWaiter = wake
       }
-      const wake = slotWaiter
+      takerWaiter = wake
     })
 
     const emit = (jobId: string, events: ReadonlyArray<JobEventInput>) =>
@@ -224,7 +238,11 @@ export const run = <R>(
     }
 
     /** Records the start of an attempt, runs the handler under its timeout, then settles. */
-    const attempt = (lease: Lease, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) => {
+    const attempt = (
+      lease: Lease,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+      handlerDone: Effect.Effect<void>
+    ) => {
       const { job } = lease
       const masker = baseMasker.fork()
       const jobContext: JobContext = {
@@ -235,9 +253,10 @@ export const run = <R>(
         emit: (events) => emit(job.id, events)
       }
       const timeoutMs = job.timeoutMs ?? config.defaultTimeoutMs
-      const body: Effect.Effect<Option.Option<JobOutcome>, JobFailed | InvalidPayload> = Effect.suspend(() =>
-        handler(jobContext)
-      ).pipe(Effect.provideContext(context), timeoutMs === undefined ? Effect.asSome : Effect.timeoutOption(timeoutMs))
+      // Job fibers are forked from the runner's own fiber and inherit its context, which has R.
+      const body = (
+        Effect.suspend(() => handler(jobContext)) as Effect.Effect<JobOutcome, JobFailed | InvalidPayload>
+      ).pipe(timeoutMs === undefined ? Effect.asSome : Effect.timeoutOption(timeoutMs))
       const started = record
         ? ensureRecord(lease).pipe(
             Effect.andThen(store.update(job.id, { status: "running", attempts: lease.attempt, startedAt: Date.now() })),
@@ -252,29 +271,67 @@ export const run = <R>(
         : Effect.void
       return started.pipe(
         Effect.andThen(Effect.exit(restore(body))),
+        // The slot is free once the handler is done; recording and settling go on beside the next job.
+        Effect.tap(() => handlerDone),
         Effect.flatMap((exit) => conclude(lease, exit, masker, timeoutMs))
       )
     }
 
+    /** Starts held leases while slots are free (and settling is not too far behind). */
+    const pump: Effect.Effect<void> = Effect.suspend(() => {
+      const starting: Array<InFlight> = []
+      while (!stopping && running < concurrency && settling < concurrency && held.length > 0) {
+        const entry = held.shift()!
+        entry.phase = "running"
+        running++
+        starting.push(entry)
+      }
+      if (starting.length === 0) return Effect.void
+      return Effect.forEach(
+        starting,
+        (entry) =>
+          Effect.forkDetach(processLease(entry)).pipe(
+            Effect.map((fiber) => {
+              entry.fiber = fiber
+            })
+          ),
+        { discard: true }
+      )
+    })
+
     /** Runs one leased job from start to settlement; never fails. */
-    const processLease = (lease: Lease, entry: InFlight): Effect.Effect<void> => {
+    const processLease = (entry: InFlight): Effect.Effect<void> => {
+      const { lease } = entry
       const { job } = lease
       const limited = entry.key !== undefined && config.maxPerKey !== undefined
+      const handlerDone = Effect.suspend(() => {
+        if (entry.phase !== "running") return Effect.void
+        entry.phase = "settling"
+        running--
+        settling++
+        wakeTaker()
+        return pump
+      })
       const release = Effect.suspend(() => {
+        if (entry.phase === "running") running--
+        else settling--
         inflight.delete(entry.id)
-        freeSlot()
-        return limited ? limiter.release(entry.key!, lease.token).pipe(Effect.ignore) : Effect.void
+        wakeTaker()
+        return Effect.andThen(
+          limited ? limiter.release(entry.key!, lease.token).pipe(Effect.ignore) : Effect.void,
+          pump
+        )
       })
       const run = Effect.uninterruptibleMask((restore) => {
         if (lease.attempt > job.maxAttempts) {
           const reason = `delivered ${lease.attempt} times without finishing (max attempts ${job.maxAttempts}); last: lease expired`
           return Effect.andThen(ensureRecord(lease), finish(lease, "dead", { _tag: "dead", reason }, { error: reason }))
         }
-        if (!limited) return attempt(lease, restore)
+        if (!limited) return attempt(lease, restore, handlerDone)
         return limiter.tryAcquire(entry.key!, lease.token, { limit: config.maxPerKey!, ttlMs: visibilityMs }).pipe(
           Effect.orElseSucceed(() => false),
           Effect.flatMap((ok) =>
-            ok ? attempt(lease, restore) : settle(lease, { _tag: "release", delayMs: keyBusyDelayMs })
+            ok ? attempt(lease, restore, handlerDone) : settle(lease, { _tag: "release", delayMs: keyBusyDelayMs })
           )
         )
       })
@@ -306,16 +363,29 @@ export const run = <R>(
         yield* Effect.forEach(
           entries,
           (entry) =>
-            queue.extend(entry.lease.token, visibilityMs).pipe(
+            Effect.suspend(() =>
+              inflight.has(entry.id) ? queue.extend(entry.lease.token, visibilityMs) : Effect.void
+            ).pipe(
               Effect.andThen(
                 entry.key !== undefined && config.maxPerKey !== undefined
                   ? limiter.refresh(entry.key, entry.lease.token, visibilityMs).pipe(Effect.ignore)
                   : Effect.void
               ),
               Effect.catchTag("LeaseLost", () =>
-                Effect.gen(function* () {
-                  yield* Effect.logWarning(`job ${entry.lease.job.id}: lease lost; stopping it here`)
-                  if (entry.fiber !== undefined) yield* Fiber.interrupt(entry.fiber).pipe(Effect.forkDetach)
+                Effect.suspend(() => {
+                  // Settled meanwhile: nothing was lost.
+                  if (!inflight.has(entry.id) || entry.phase === "settling") return Effect.void
+                  if (entry.phase === "held") {
+                    held.splice(held.indexOf(entry), 1)
+                    inflight.delete(entry.id)
+                    wakeTaker()
+                    return Effect.logWarning(`job ${entry.lease.job.id}: held lease lost before it started`)
+                  }
+                  return Effect.logWarning(`job ${entry.lease.job.id}: lease lost; stopping it here`).pipe(
+                    Effect.andThen(
+                      entry.fiber === undefined ? Effect.void : Effect.forkDetach(Fiber.interrupt(entry.fiber))
+                    )
+                  )
                 })
               ),
               Effect.catch((e) => Effect.logWarning(`heartbeat failed: ${e.message}`))
@@ -332,13 +402,12 @@ export const run = <R>(
 
     const takeLoop = Effect.gen(function* () {
       while (!stopping) {
-        yield* waitForSlots
+        yield* waitToTake
         if (stopping) break
-        const free = concurrency - inflight.size
         const leases = yield* queue
           .take({
             queue: config.queue,
-            max: Math.min(batchSize, free),
+            max: Math.max(1, Math.min(batchSize, capacity())),
             visibilityMs,
             waitMs: pollWaitMs,
             consumer: runnerId
@@ -352,10 +421,11 @@ export const run = <R>(
             )
           )
         for (const lease of leases) {
-          const entry: InFlight = { id: ++localIds, lease, key: lease.job.key, fiber: undefined }
+          const entry: InFlight = { id: ++localIds, lease, key: lease.job.key, phase: "held", fiber: undefined }
           inflight.set(entry.id, entry)
-          entry.fiber = yield* Effect.forkDetach(processLease(lease, entry))
+          held.push(entry)
         }
+        yield* pump
         if (leases.length === 0) {
           if (config.stopWhenIdle === true && (yield* isIdle)) break
           // A take that does not long-poll must not spin while jobs run.
@@ -364,10 +434,18 @@ export const run = <R>(
       }
     })
 
+    const fibers = () => [...inflight.values()].flatMap((e) => (e.fiber === undefined ? [] : [e.fiber]))
+
     const drain = Effect.gen(function* () {
       stopping = true
-      freeSlot()
-      const fibers = () => [...inflight.values()].flatMap((e) => (e.fiber === undefined ? [] : [e.fiber]))
+      wakeTaker()
+      // Held leases never started: give them back at once.
+      const unstarted = held.splice(0, held.length)
+      for (const entry of unstarted) inflight.delete(entry.id)
+      yield* Effect.forEach(unstarted, (entry) => settle(entry.lease, { _tag: "release", delayMs: 0 }), {
+        discard: true,
+        concurrency: 16
+      })
       const all = fibers()
       if (all.length === 0) return
       yield* Effect.logInfo(`runner ${runnerId}: waiting up to ${graceMs} ms for ${all.length} job(s)`)
@@ -381,10 +459,7 @@ export const run = <R>(
 
     const heartbeatFiber = yield* Effect.forkDetach(heartbeat)
     yield* takeLoop.pipe(
-      Effect.andThen(() => {
-        const fibers = [...inflight.values()].flatMap((e) => (e.fiber === undefined ? [] : [e.fiber]))
-        return Fiber.joinAll(fibers)
-      }),
+      Effect.andThen(() => Fiber.joinAll(fibers())),
       Effect.onInterrupt(() => drain),
       Effect.ensuring(Fiber.interrupt(heartbeatFiber))
     )

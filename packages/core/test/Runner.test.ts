@@ -242,6 +242,40 @@ describe("Runner", () => {
     expect((await harness.record(jobId)).status).toBe("succeeded")
   })
 
+  it("holds prefetched leases alive with the heartbeat and runs each job once", async () => {
+    harness = makeHarness()
+    const calls = new Map<string, number>()
+    const ids: Array<string> = []
+    for (let i = 0; i < 6; i++) ids.push((await harness.enqueue("q", i)).jobId)
+    const fiber = harness.start(
+      { queue: "q", ...fast, concurrency: 1, batchSize: 3, visibilityMs: 250, heartbeatMs: 40, stopWhenIdle: true },
+      (ctx) =>
+        Effect.gen(function* () {
+          calls.set(ctx.job.id, (calls.get(ctx.job.id) ?? 0) + 1)
+          yield* Effect.sleep(150)
+          return {}
+        })
+    )
+    await harness.run(Fiber.join(fiber))
+    expect([...calls.values()]).toEqual([1, 1, 1, 1, 1, 1])
+    for (const id of ids) expect(await harness.record(id)).toMatchObject({ status: "succeeded", attempts: 1 })
+  })
+
+  it("on shutdown gives prefetched leases back at once", async () => {
+    harness = makeHarness()
+    for (let i = 0; i < 5; i++) await harness.enqueue("q", i)
+    let started = 0
+    const fiber = harness.start({ queue: "q", ...fast, concurrency: 1, batchSize: 4, shutdownGraceMs: 100 }, () =>
+      Effect.sync(() => {
+        started++
+      }).pipe(Effect.andThen(Effect.sleep(30_000)), Effect.as({}))
+    )
+    await harness.waitFor(async () => started === 1)
+    expect((await harness.stats("q")).inflight).toBeGreaterThan(1)
+    await harness.run(Fiber.interrupt(fiber))
+    expect(await harness.stats("q")).toMatchObject({ ready: 5, inflight: 0 })
+  })
+
   it("masks secrets in output events and in error messages", async () => {
     harness = makeHarness()
     const secret = "hunter2-very-secret-value"
