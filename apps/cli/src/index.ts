@@ -3,3 +3,4 @@ export { type ExecutorChoice, type ExecutorFactory, executors } from "./executor
 export { exitCodeOf, type HandlerWrapper, handlerWrappers, runLocally } from "./localRun.ts"
 export { main, runlane, subcommands } from "./main.ts"
 export type { RunOptions } from "./RunOptions.ts"
+export { readSecrets } from "./secrets.ts"

@@ -15,11 +15,12 @@ import {
   Runner
 } from "@runlane/core"
 import { MemoryQueue } from "@runlane/queue-memory"
-import { Effect, Fiber, Layer, Redacted, Stream } from "effect"
+import { Effect, Fiber, Layer, Stream } from "effect"
 import { UsageError } from "./ExitCode.ts"
 import { chooseExecutor } from "./executors.ts"
 import type { RunOptions } from "./RunOptions.ts"
 import { repositoryJobWrapper } from "./repositoryJob.ts"
+import { readSecrets } from "./secrets.ts"
 
 /** The process exit code `runlane run` ends with for a finished job. */
 export const exitCodeOf = (record: JobRecord, events: ReadonlyArray<JobEvent>): number => {
@@ -42,18 +43,6 @@ const formatSummary = (record: JobRecord, code: number): string => {
       : "0.00"
   const error = record.status === "succeeded" || record.error === undefined ? "" : ` (${record.error})`
   return `runlane: job ${record.id} ${record.status}, exit code ${code}, ${seconds}s, attempt ${record.attempts}${error}\n`
-}
-
-/** Resolves `--secret NAME` flags from the environment. */
-export const readSecrets = (names: ReadonlyArray<string>): Record<string, Redacted.Redacted<string>> => {
-  const secrets: Record<string, Redacted.Redacted<string>> = {}
-  for (const name of names) {
-    const value = process.env[name]
-    if (value === undefined || value === "")
-      throw new UsageError(`--secret ${name}: environment variable ${name} is not set`)
-    secrets[name] = Redacted.make(value)
-  }
-  return secrets
 }
 
 /** Wraps the handler for job kinds beyond a plain command (repository jobs, agents, ...). */

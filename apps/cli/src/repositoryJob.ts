@@ -38,24 +38,13 @@ import { UsageError } from "./ExitCode.ts"
 import { chooseExecutor } from "./executors.ts"
 import type { HandlerWrapper } from "./localRun.ts"
 import type { RunOptions } from "./RunOptions.ts"
+import { readSecrets } from "./secrets.ts"
 
 const credentialsFromEnv = (): Credentials | undefined => {
   const token = process.env.RUNLANE_GIT_TOKEN
   if (token === undefined || token === "") return undefined
   const username = process.env.RUNLANE_GIT_USERNAME
   return { token: Redacted.make(token), ...(username === undefined || username === "" ? {} : { username }) }
-}
-
-/** `--secret NAME` values from the environment (as localRun's readSecrets; no import cycle). */
-const secretsFromEnv = (names: ReadonlyArray<string>): Record<string, Redacted.Redacted<string>> => {
-  const secrets: Record<string, Redacted.Redacted<string>> = {}
-  for (const name of names) {
-    const value = process.env[name]
-    if (value === undefined || value === "")
-      throw new UsageError(`--secret ${name}: environment variable ${name} is not set`)
-    secrets[name] = Redacted.make(value)
-  }
-  return secrets
 }
 
 const sourceOf = (url: string, ref: Option.Option<string>, credentials: Credentials | undefined): RepoSource => ({
@@ -131,7 +120,7 @@ export const repositoryJobWrapper: HandlerWrapper = (options: RunOptions) => {
   if (options.tty) throw new UsageError("--tty is not supported with --repo")
 
   const credentials = credentialsFromEnv()
-  const secrets = secretsFromEnv(options.secretNames)
+  const secrets = readSecrets(options.secretNames)
   const refine = chooseExecutor(options).refine
   const layer = Layer.mergeAll(GitVcs.layer(), Workspace.layerFromEnv())
 

@@ -1,12 +1,11 @@
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { requireService } from "@runlane/testkit"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { runCli } from "./runCli.ts"
 
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 const IMAGE = "runlane-test/busybox:1"
 
 const engine = await requireService(
@@ -21,24 +20,8 @@ const engine = await requireService(
   }
 )
 
-const runlane = (
-  args: ReadonlyArray<string>,
-  cwd: string,
-  env: Record<string, string> = {}
-): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=source", bin, ...args], {
-      cwd,
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const runlane = (args: ReadonlyArray<string>, cwd: string, env: Record<string, string> = {}) =>
+  runCli(args, { cwd, env })
 
 let work: string
 beforeAll(() => {

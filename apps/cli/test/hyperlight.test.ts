@@ -1,35 +1,15 @@
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { requireService } from "@runlane/testkit"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { runCli } from "./runCli.ts"
 
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-const runlane = (args: ReadonlyArray<string>, cwd: string): Promise<Result> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=source", bin, ...args], {
-      cwd,
-      env: { ...process.env, HYPERLIGHT_PATH: "/nonexistent/hyperlight" },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const runlane = (args: ReadonlyArray<string>, cwd: string) =>
+  runCli(args, { cwd, env: { HYPERLIGHT_PATH: "/nonexistent/hyperlight" } })
 
 const bwrapWorks = async (): Promise<boolean> => {
   try {

@@ -1,25 +1,11 @@
-import { spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import { requireService, tcpReachable } from "@runlane/testkit"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { runCli } from "./runCli.ts"
 
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 const available = await requireService("PostgreSQL", () => tcpReachable(5432))
 
-const runlane = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=source", bin, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const runlane = (args: ReadonlyArray<string>, env: Record<string, string>) => runCli(args, { env })
 
 const admin = async (text: string) => {
   const client = new pg.Client({ host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres" })

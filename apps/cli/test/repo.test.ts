@@ -1,19 +1,11 @@
-import { spawn } from "node:child_process"
 import { readdirSync } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeOrigin, makeSandbox, type OriginRepo } from "../../../packages/vcs-git/test/support/fixtures.ts"
 import { type GitHttpServer, startGitHttpServer } from "../../../packages/vcs-git/test/support/GitHttpServer.ts"
+import { runCli } from "./runCli.ts"
 
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 const TOKEN = "rl-cli-token-9a8b7c6d5e4f3a2b"
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
 
 const sb = makeSandbox("cli")
 const tempDir = sb.path("jobs")
@@ -21,19 +13,8 @@ let origin: OriginRepo
 let jobCode: string
 let server: GitHttpServer
 
-const runlane = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Result> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=source", bin, ...args], {
-      env: { ...process.env, TEMP_DIR: tempDir, ...env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const runlane = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  runCli(args, { env: { TEMP_DIR: tempDir, ...env } })
 
 beforeAll(async () => {
   origin = makeOrigin(sb, sb.path("srv"))

@@ -1,29 +1,8 @@
-import { spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
+import { runCli } from "./runCli.ts"
 
 /** Runs the real CLI (Node 24 runs the TypeScript sources) and collects its output and exit code. */
-const runlane = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Result> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=source", bin, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const runlane = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => runCli(args, { env })
 
 describe("runlane run", () => {
   it("streams output and exits with the job's exit code", async () => {
