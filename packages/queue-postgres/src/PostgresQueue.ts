@@ -104,6 +104,51 @@ const toQueueError =
 
 const decodeInput = Schema.decodeUnknownResult(EnqueueInputSchema)
 
+const ENQUEUE_KEYS: ReadonlySet<string> = new Set([
+  "queue",
+  "payload",
+  "id",
+  "key",
+  "priority",
+  "maxAttempts",
+  "timeoutMs",
+  "labels",
+  "requestId",
+  "delayMs"
+])
+const isPlainRecord = (u: unknown): u is Record<string, unknown> => {
+  if (typeof u !== "object" || u === null) return false
+  return Object.getPrototypeOf(u) === Object.prototype && Object.getOwnPropertySymbols(u).length === 0
+}
+const absentOr = (o: Record<string, unknown>, key: string, ok: (u: unknown) => boolean): boolean =>
+  !(key in o) || ok(o[key])
+const isNonEmptyString = (u: unknown): boolean => typeof u === "string" && u.length > 0
+const isPositiveSafeInt = (u: unknown): boolean => Number.isSafeInteger(u) && (u as number) > 0
+/**
+ * The common enqueue input, checked by hand: a plain object with only `EnqueueInput`'s keys,
+ * each of the right shape, which the `Schema` decoder would return unchanged. The decoder
+ * (about half of `enqueueMany`'s client CPU) then only runs for what this does not accept,
+ * so it alone decides what is invalid and words the error. Keep in step with `EnqueueInput`.
+ */
+const isPlainEnqueueInput = (u: unknown): u is EnqueueInput => {
+  if (!isPlainRecord(u) || !("payload" in u) || !isNonEmptyString(u.queue)) return false
+  for (const key in u) if (!ENQUEUE_KEYS.has(key)) return false
+  return (
+    absentOr(u, "id", isNonEmptyString) &&
+    absentOr(u, "key", Predicate.isString) &&
+    absentOr(u, "priority", Number.isSafeInteger) &&
+    absentOr(u, "maxAttempts", isPositiveSafeInt) &&
+    absentOr(u, "timeoutMs", isPositiveSafeInt) &&
+    absentOr(u, "requestId", Predicate.isString) &&
+    absentOr(u, "delayMs", (d) => Number.isSafeInteger(d) && (d as number) >= 0) &&
+    absentOr(u, "labels", (labels) => {
+      if (!isPlainRecord(labels)) return false
+      for (const key in labels) if (typeof labels[key] !== "string") return false
+      return true
+    })
+  )
+}
+
 /**
  * The shape `JobSpec` requires, checked by hand: this runs for every delivered job, and the
  * `Schema` decoder costs about five times the `JSON.parse` before it. Rows are written by
@@ -220,19 +265,24 @@ export const make = (config: PostgresQueueConfig = {}) =>
     yield* Effect.addFinalizer(() => Effect.sync(wakeAll))
 
     // ---- enqueue ----
-    const prepare = (input: EnqueueInput): Result.Result<PreparedJob, QueueError> => {
-      const decoded = decodeInput(input)
-      if (Result.isFailure(decoded)) {
-        return Result.fail(new QueueError({ message: `invalid enqueue input: ${String(decoded.failure)}` }))
+    const prepare = (raw: EnqueueInput): Result.Result<PreparedJob, QueueError> => {
+      let input: EnqueueInput
+      if (isPlainEnqueueInput(raw)) input = raw
+      else {
+        const decoded = decodeInput(raw)
+        if (Result.isFailure(decoded)) {
+          return Result.fail(new QueueError({ message: `invalid enqueue input: ${String(decoded.failure)}` }))
+        }
+        input = decoded.success
       }
-      const spec = toJobSpec(decoded.success)
+      const spec = toJobSpec(input)
       let json: string
       try {
         json = JSON.stringify(spec)
       } catch (cause) {
         return Result.fail(new QueueError({ message: `payload is not JSON-serialisable: ${String(cause)}` }))
       }
-      return Result.succeed({ spec, json, delayMs: decoded.success.delayMs ?? 0 })
+      return Result.succeed({ spec, json, delayMs: input.delayMs ?? 0 })
     }
 
     const insertStatement = `

@@ -1,8 +1,8 @@
 import { PgClient } from "@effect/sql-pg"
-import type { JobQueue } from "@runlane/core"
+import { EnqueueInput, type JobQueue, toJobSpec } from "@runlane/core"
 import { PostgresQueue } from "@runlane/queue-postgres"
 import { requireService, tcpReachable } from "@runlane/testkit"
-import { Effect, Exit, Fiber, ManagedRuntime } from "effect"
+import { Effect, Exit, Fiber, ManagedRuntime, Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseLayer, PG_PORT } from "./TestDatabase.ts"
 
@@ -56,6 +56,50 @@ describe.skipIf(!available)("PostgresQueue specifics", () => {
         const badTake = yield* Effect.exit(q.take({ queue, max: 0, visibilityMs: 1000, waitMs: 0 }))
         expect(Exit.isFailure(badTake) && String(badTake.cause)).toContain("max must be a positive integer")
         expect(yield* q.stats(queue)).toMatchObject({ ready: 0, delayed: 0, inflight: 0, dead: 0 })
+      })
+    )
+  })
+
+  it("accepts and stores exactly what the EnqueueInput schema accepts (hand-checked fast path or decoder)", async () => {
+    const queue = freshQueue()
+    const inputs: ReadonlyArray<unknown> = [
+      { queue, payload: { a: 1 } },
+      { queue, payload: undefined, priority: -3, maxAttempts: 2, timeoutMs: 5, delayMs: 0, key: "", requestId: "" },
+      { queue, payload: null, labels: { a: "b" }, id: `${queue}-given` },
+      { queue, payload: 1, extra: "dropped by the decoder" },
+      { queue, payload: 1, labels: Object.assign(Object.create(null), { a: "b" }) },
+      { queue, payload: 1, priority: 1.5 },
+      { queue, payload: 1, priority: 2 ** 60 },
+      { queue, payload: 1, maxAttempts: 0 },
+      { queue, payload: 1, timeoutMs: -1 },
+      { queue, payload: 1, delayMs: -1 },
+      { queue, payload: 1, id: "" },
+      { queue, payload: 1, key: 3 },
+      { queue, payload: 1, requestId: undefined },
+      { queue, payload: 1, labels: { a: 1 } },
+      { queue, payload: 1, labels: ["a"] },
+      { queue: "", payload: 1 },
+      { queue },
+      null,
+      "text"
+    ]
+    await withQueue({}, (q) =>
+      Effect.gen(function* () {
+        let accepted = 0
+        for (const input of inputs) {
+          const decoded = Schema.decodeUnknownExit(EnqueueInput)(input)
+          const exit = yield* Effect.exit(q.enqueue(input as EnqueueInput))
+          expect({ input, accepted: Exit.isSuccess(exit) }).toEqual({ input, accepted: Exit.isSuccess(decoded) })
+          if (Exit.isSuccess(exit) && Exit.isSuccess(decoded)) {
+            accepted++
+            const [entry] = yield* q.peek(queue, { state: "ready", limit: 1 })
+            const expected = toJobSpec(decoded.value, entry?.job?.enqueuedAt)
+            expect(entry?.job).toEqual({ ...expected, id: exit.value.jobId })
+            const [lease] = yield* q.take({ queue, max: 1, visibilityMs: 10_000, waitMs: 0 })
+            yield* q.ack(lease?.token ?? "")
+          }
+        }
+        expect(accepted).toBe(5)
       })
     )
   })
