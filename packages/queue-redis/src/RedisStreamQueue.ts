@@ -254,21 +254,35 @@ const ackScript = new LuaScript(`${STREAM_LUA}
 local base = ARGV[1]
 local now = nowMs()
 local out = {}
+-- One HMGET for every token's lease (what holder() checks one by one).
+local lks = {}
+for i = 2, #ARGV, 3 do lks[#lks + 1] = ARGV[i] .. ':' .. ARGV[i + 1] end
+local leases = redis.call('HMGET', base .. 'lease', unpack(lks))
 local byStream, fields = {}, {}
+local k = 0
 for i = 2, #ARGV, 3 do
-  local id = ARGV[i + 1]
-  local h, code = holder(base, ARGV[i], id, ARGV[i + 2], now)
-  if h then
-    local ids = byStream[h.stream]
-    if not ids then
-      ids = {}
-      byStream[h.stream] = ids
+  k = k + 1
+  local code = 0
+  local v = leases[k]
+  if v then
+    local n, exp = parseLease(v)
+    if n == ARGV[i + 2] then
+      if exp <= now then
+        code = -1
+      else
+        local stream = base .. 's:' .. ARGV[i]
+        local ids = byStream[stream]
+        if not ids then
+          ids = {}
+          byStream[stream] = ids
+        end
+        ids[#ids + 1] = ARGV[i + 1]
+        fields[#fields + 1] = lks[k]
+        code = 1
+      end
     end
-    ids[#ids + 1] = id
-    fields[#fields + 1] = h.lk
-    code = 1
   end
-  out[#out + 1] = code
+  out[k] = code
 end
 for stream, ids in pairs(byStream) do
   redis.call('XACK', stream, G, unpack(ids))
