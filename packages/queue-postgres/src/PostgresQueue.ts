@@ -83,16 +83,27 @@ const TOKEN = /^([1-9][0-9]{0,18})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 
 interface ParsedToken {
   readonly text: string
-  readonly seq: bigint
+  /** Decimal digits of a positive int8 (no leading zero). */
+  readonly seq: string
   readonly uuid: string
 }
+
+const INT8_MAX = "9223372036854775807"
 
 const parseToken = (token: string): ParsedToken | undefined => {
   const match = TOKEN.exec(token)
   if (match === null) return undefined
-  const seq = BigInt(match[1] as string)
-  return seq > 9223372036854775807n ? undefined : { text: token, seq, uuid: match[2] as string }
+  const seq = match[1] as string
+  // Same length, so the string order is the numeric order.
+  return seq.length === INT8_MAX.length && seq > INT8_MAX ? undefined : { text: token, seq, uuid: match[2] as string }
 }
+
+/**
+ * An array literal of validated token parts (digits, or hex and dashes: nothing to quote), bound
+ * as one untyped parameter and cast in the statement: cheaper than an array parameter, which
+ * the driver infers and encodes element by element.
+ */
+const arrayLiteral = (elements: ReadonlyArray<string>): string => `{${elements.join(",")}}`
 
 /** A write-behind ack needs at least this much lease time left; otherwise it is confirmed. */
 const WRITE_BEHIND_MARGIN_MS = 1000
@@ -449,7 +460,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
         .unsafe(
           `UPDATE ${s}.jobs SET state = 'dead', reason = 'malformed job spec', token = NULL, lease_expires_at = NULL,
                   updated_at = ${s}.now_ms() WHERE seq = ANY($1::int8[])`,
-          [tokens.map((token) => parseToken(token)?.seq ?? 0n)]
+          [arrayLiteral(tokens.flatMap((token) => parseToken(token)?.seq ?? []))]
         )
         .pipe(Effect.mapError(toQueueError("take failed")))
 
@@ -535,7 +546,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
              RETURNING j.queue
            )
            SELECT pg_notify($3, q) FROM (SELECT DISTINCT queue AS q FROM moved) d`,
-          [parsed.map((p) => p.seq), parsed.map((p) => p.uuid), channel]
+          [arrayLiteral(parsed.map((p) => p.seq)), arrayLiteral(parsed.map((p) => p.uuid)), channel]
         )
         .pipe(Effect.ignore)
     }
@@ -703,21 +714,26 @@ export const make = (config: PostgresQueueConfig = {}) =>
       lingerMs: ackOptions.lingerMs ?? 0,
       concurrency: ackOptions.concurrency ?? 2,
       run: (tokens) =>
-        lease.unsafe<{ token: string }>(ackStatement, [tokens.map((t) => t.seq), tokens.map((t) => t.uuid)]).pipe(
-          Effect.mapError(toQueueError("ack failed")),
-          Effect.map((rows) => {
-            const acked = new Set<string>()
-            for (const row of rows) acked.add(row.token)
-            return tokens.map(({ text }) => {
-              if (acked.has(text)) {
-                // A token repeated within one batch: only its first ack wins.
-                acked.delete(text)
-                return Exit.void
-              }
-              return Exit.fail(new LeaseLost({ message: "lease expired, already acked, or never issued" }))
+        lease
+          .unsafe<{ token: string }>(ackStatement, [
+            arrayLiteral(tokens.map((t) => t.seq)),
+            arrayLiteral(tokens.map((t) => t.uuid))
+          ])
+          .pipe(
+            Effect.mapError(toQueueError("ack failed")),
+            Effect.map((rows) => {
+              const acked = new Set<string>()
+              for (const row of rows) acked.add(row.token)
+              return tokens.map(({ text }) => {
+                if (acked.has(text)) {
+                  // A token repeated within one batch: only its first ack wins.
+                  acked.delete(text)
+                  return Exit.void
+                }
+                return Exit.fail(new LeaseLost({ message: "lease expired, already acked, or never issued" }))
+              })
             })
-          })
-        ),
+          ),
       closed: () => new QueueError({ message: "queue closed" })
     })
 
@@ -739,7 +755,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
         if (Exit.isFailure(exit)) {
           Effect.runFork(
             Effect.logWarning(
-              `write-behind ack of job row ${String(parsed.seq)} failed; the job will be delivered again`,
+              `write-behind ack of job row ${parsed.seq} failed; the job will be delivered again`,
               exit.cause
             )
           )
@@ -792,7 +808,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
              ),
              notified AS (SELECT pg_notify($4, queue) FROM moved WHERE state = 'ready')
              SELECT queue, (SELECT count(*) FROM notified)::int4 AS notified FROM moved`,
-            [parsed.seq, BigInt(Math.ceil(delayMs)), reason, channel, parsed.uuid]
+            [BigInt(parsed.seq), BigInt(Math.ceil(delayMs)), reason, channel, parsed.uuid]
           )
           .pipe(Effect.mapError(toQueueError("nack failed")))
         if (rows.length === 0) return yield* leaseLost("nack")
@@ -809,7 +825,7 @@ export const make = (config: PostgresQueueConfig = {}) =>
             `UPDATE ${s}.jobs SET lease_expires_at = ${s}.now_ms() + $2
              WHERE seq = $1 AND token = $3::uuid AND state = 'inflight' AND lease_expires_at > ${s}.now_ms()
              RETURNING lease_expires_at::float8 AS expires`,
-            [parsed.seq, BigInt(Math.ceil(visibilityMs)), parsed.uuid]
+            [BigInt(parsed.seq), BigInt(Math.ceil(visibilityMs)), parsed.uuid]
           )
           .pipe(Effect.mapError(toQueueError("extend failed")))
         const row = rows[0]
