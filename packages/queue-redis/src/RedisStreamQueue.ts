@@ -465,13 +465,26 @@ interface StreamToken {
 }
 
 const TOKEN_VERSION = "s1"
-const encodeToken = (t: StreamToken) => `${TOKEN_VERSION}.${encodeName(t.queue)}.${t.priority}.${t.entryId}.${t.nonce}`
+// Queue names are few: their token encodings are kept (bounded) instead of redone per lease.
+const encodedNames = new Map<string, string>()
+const decodedNames = new Map<string, string>()
+const cached = (cache: Map<string, string>, key: string, f: (key: string) => string) => {
+  let value = cache.get(key)
+  if (value === undefined) {
+    value = f(key)
+    if (cache.size >= 1000) cache.clear()
+    cache.set(key, value)
+  }
+  return value
+}
+const encodeToken = (t: StreamToken) =>
+  `${TOKEN_VERSION}.${cached(encodedNames, t.queue, encodeName)}.${t.priority}.${t.entryId}.${t.nonce}`
 const decodeToken = (token: string): StreamToken | undefined => {
   const parts = token.split(".")
   if (parts.length !== 5 || parts[0] !== TOKEN_VERSION) return undefined
   const [, queue, priority, entryId, nonce] = parts as [string, string, string, string, string]
   if (!/^-?\d+$/.test(priority) || !/^\d+-\d+$/.test(entryId) || nonce === "") return undefined
-  return { queue: decodeName(queue), priority, entryId, nonce }
+  return { queue: cached(decodedNames, queue, decodeName), priority, entryId, nonce }
 }
 
 export interface RedisStreamQueueConfig extends RedisQueueConfig {
