@@ -268,7 +268,7 @@ const runlane = (mode: "runner" | "direct", writeBehindAcks: boolean): Promise<F
  * The Runner's own ceiling in this run: the same 20,000 no-op jobs at concurrency 50 through the
  * Runner over a trivial in-bench queue (an array, nothing persisted, every ack succeeds at once).
  */
-const runnerCeiling = (): Promise<number> => {
+const runnerCeiling = (): Promise<{ readonly processPerSec: number; readonly clientCpuMsPer1k: number }> => {
   let next = 0
   let acked = 0
   const allAcked = Deferred.makeUnsafe<void>()
@@ -298,6 +298,7 @@ const runnerCeiling = (): Promise<number> => {
     peek: () => Effect.succeed([])
   })
   const program = Effect.gen(function* () {
+    const cpu = process.cpuUsage()
     const t0 = performance.now()
     const runner = yield* Runner.run(
       { queue: "bench", concurrency: CONCURRENCY, batchSize: CONCURRENCY, record: false, shutdownGraceMs: 1000 },
@@ -305,8 +306,12 @@ const runnerCeiling = (): Promise<number> => {
     ).pipe(Effect.forkChild)
     yield* Deferred.await(allAcked)
     const t1 = performance.now()
+    const used = process.cpuUsage(cpu)
     yield* Fiber.interrupt(runner)
-    return perSec(JOBS, t1 - t0)
+    return {
+      processPerSec: perSec(JOBS, t1 - t0),
+      clientCpuMsPer1k: Math.round(((used.user + used.system) / 1000) * (1000 / JOBS))
+    }
   })
   return Effect.runPromise(
     program.pipe(
@@ -322,13 +327,16 @@ const line = (system: string, figures: Figures, extra: Record<string, number> = 
   )
 
 /** One system, measured in this process after a 2,000-job warm-up of the same code path. */
-const systems: Record<string, () => Promise<Figures | { readonly processPerSec: number }>> = {
+const systems: Record<
+  string,
+  () => Promise<Figures | { readonly processPerSec: number; readonly clientCpuMsPer1k: number }>
+> = {
   "graphile-worker-batched": () => graphile(true),
   "graphile-worker-unbatched": () => graphile(false),
   "runlane-postgres": () => runlane("runner", false),
   "runlane-postgres-write-behind-acks": () => runlane("runner", true),
   "runlane-postgres-direct": () => runlane("direct", false),
-  "runner-over-array-queue": () => runnerCeiling().then((processPerSec) => ({ processPerSec }))
+  "runner-over-array-queue": () => runnerCeiling()
 }
 
 const measureHere = async (system: string) => {
@@ -392,7 +400,8 @@ const main = async () => {
         system: "runner-over-array-queue",
         jobs: JOBS,
         concurrency: CONCURRENCY,
-        processPerSec: ceiling.processPerSec
+        processPerSec: ceiling.processPerSec,
+        clientCpuMsPer1k: ceiling.clientCpuMsPer1k
       })
     )
   }
