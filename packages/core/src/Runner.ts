@@ -116,6 +116,8 @@ export const run = <R>(
     const baseMasker = new SecretMasker(config.secrets ?? [])
 
     const prefetch = Math.max(0, config.prefetch ?? (batchSize > 1 ? batchSize : 0))
+    // Outcomes being recorded and settled while the next jobs already run: up to two slots' worth.
+    const maxSettling = 2 * concurrency
     /** Every lease this runner holds, whatever its phase; the heartbeat extends them all. */
     const inflight = new Map<number, InFlight>()
     const held: Array<InFlight> = []
@@ -134,7 +136,7 @@ export const run = <R>(
     // With batches, wait until a good part of a batch can be taken at once.
     const takeThreshold = batchSize > 1 ? Math.max(1, Math.ceil(Math.min(batchSize, concurrency + prefetch) / 2)) : 1
     const canTake = () =>
-      stopping || (settling < concurrency && (capacity() >= takeThreshold || (running === 0 && held.length === 0)))
+      stopping || (settling < maxSettling && (capacity() >= takeThreshold || (running === 0 && held.length === 0)))
     const waitToTake = Effect.callback<void>((resume) => {
       if (canTake()) return resume(Effect.void)
       const wake = () => {
@@ -280,7 +282,7 @@ export const run = <R>(
     /** Starts held leases while slots are free (and settling is not too far behind). */
     const pump: Effect.Effect<void> = Effect.suspend(() => {
       const starting: Array<InFlight> = []
-      while (!stopping && running < concurrency && settling < concurrency && held.length > 0) {
+      while (!stopping && running < concurrency && settling < maxSettling && held.length > 0) {
         const entry = held.shift()!
         entry.phase = "running"
         running++
