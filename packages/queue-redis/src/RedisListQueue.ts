@@ -21,7 +21,6 @@ import {
   defaultConsumer,
   leaseLost,
   MAX_TAKE,
-  makeBatcher,
   makeBlockerPool,
   type RedisQueueConfig,
   tryRedis
@@ -547,32 +546,6 @@ export const make = Effect.fnUntraced(function* (config: RedisListQueueConfig = 
         if (moved !== null) landed = moved
       }
     })
-
-  // Acks issued in the same event-loop turn share one script call per queue.
-  const ackBatched = makeBatcher<{ readonly queue: string; readonly nonce: string }, number>(async (tokens) => {
-    const byQueue = new Map<string, Array<number>>()
-    tokens.forEach((t, i) => {
-      const list = byQueue.get(t.queue)
-      if (list === undefined) byQueue.set(t.queue, [i])
-      else list.push(i)
-    })
-    const groups = [...byQueue.entries()]
-    const replies = await ackScript.runMany(
-      client,
-      groups.map(([queue, indexes]) => ({
-        keys: [mainKey(queue)],
-        args: [base(queue), ...indexes.map((i) => tokens[i]!.nonce)]
-      }))
-    )
-    const codes: Array<number> = new Array(tokens.length)
-    groups.forEach(([, indexes], g) => {
-      const reply = replies[g] as Array<number>
-      indexes.forEach((i, k) => {
-        codes[i] = Number(reply[k])
-      })
-    })
-    return codes
-  })
 
   const withToken = <A>(token: string, f: (queue: string, nonce: string) => Effect.Effect<A, QueueError | LeaseLost>) =>
     Effect.suspend(() => {
