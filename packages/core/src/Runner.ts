@@ -293,9 +293,11 @@ export const run = <R>(
         starting,
         (entry) =>
           Effect.forkDetach(processLease(entry)).pipe(
-            Effect.map((fiber) => {
-              entry.fiber = fiber
-            })
+            Effect.tap((fiber) =>
+              Effect.sync(() => {
+                entry.fiber = fiber
+              })
+            )
           ),
         { discard: true }
       )
