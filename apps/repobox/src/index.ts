@@ -1,0 +1,5 @@
+export { ConfigError, goAtoi, goParseBool, loadConfig, type RepoboxConfig } from "./Config.ts"
+export { startConsumer } from "./Consumer.ts"
+export { appendOutput, commitMessage, runJob } from "./Job.ts"
+export * from "./Keys.ts"
+export { makeLogger } from "./Log.ts"
