@@ -1,0 +1,5 @@
+export * from "./config.ts"
+export * from "./job.ts"
+export * from "./log.ts"
+export { main, makeCommand } from "./main.ts"
+export * from "./queue.ts"
