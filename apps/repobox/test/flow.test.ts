@@ -1,0 +1,246 @@
+/**
+ * End to end: a producer issuing exactly the Repobox web app's Redis commands, the runner as a real
+ * process (`src/main.ts`), a git smart-HTTP server that checks user `oauth2` + the token.
+ * Keys cannot be prefixed (contract), so this file uses its own Redis database (15).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { createCipheriv, randomBytes, randomUUID } from "node:crypto"
+import { existsSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { requireService, tcpReachable } from "@runlane/testkit"
+import { Redis } from "ioredis"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { makeOrigin, makeSandbox, type OriginRepo } from "../../../packages/vcs-git/test/support/fixtures.ts"
+import { type GitHttpServer, startGitHttpServer } from "../../../packages/vcs-git/test/support/GitHttpServer.ts"
+
+const MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url))
+const DB = 15
+const REDIS_URL = `redis://127.0.0.1:6379/${DB}`
+const TOKEN = "ghp_repoboxTest1234567890abcdef"
+const KEY = randomBytes(32)
+const USER = `github:${Math.floor(Math.random() * 1e9)}`
+
+const redisUp = await requireService("Redis on 127.0.0.1:6379", () => tcpReachable(6379))
+
+// The web app's encrypt (web:lib/crypto.ts), directly on node:crypto.
+const webEncrypt = (plaintext: string): string => {
+  const iv = randomBytes(12)
+  const cipher = createCipheriv("aes-256-gcm", KEY, iv)
+  const data = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()])
+  return [iv, cipher.getAuthTag(), data].map((b) => b.toString("base64")).join(":")
+}
+
+const sb = makeSandbox("repobox-app")
+let origin: OriginRepo
+let server: GitHttpServer
+let redis: Redis
+const runners: Array<{ child: ChildProcess; logs: Array<string> }> = []
+
+/** POST /api/git-providers then POST /api/jobs, as the web app's Redis commands. */
+const addProvider = async (token: string): Promise<string> => {
+  const providerId = randomUUID()
+  await redis.hset(`git_provider:${USER}:${providerId}`, {
+    type: "github",
+    url: "https://github.com",
+    token: webEncrypt(token),
+    username: "octo",
+    verified: "true",
+    repos_count: "1",
+    created_at: String(Date.now()),
+    last_verified_at: ""
+  })
+  await redis.sadd(`git_providers:${USER}`, providerId)
+  return providerId
+}
+
+const createJob = async (providerId: string, repoUrl: string, prompt: string): Promise<string> => {
+  const id = randomUUID()
+  const createdAt = Date.now()
+  await redis
+    .pipeline()
+    .hset(`job:${id}`, {
+      id,
+      user_id: USER,
+      provider_id: providerId,
+      repo_url: repoUrl,
+      repo_name: "acme/origin",
+      branch: "main",
+      prompt,
+      environment: "default",
+      status: "pending",
+      lines_added: "0",
+      lines_removed: "0",
+      created_at: String(createdAt)
+    })
+    .zadd(`jobs:user:${USER}`, createdAt, id)
+    .exec()
+  await redis.xadd(
+    "jobs:stream",
+    "*",
+    "job_id",
+    id,
+    "user_id",
+    USER,
+    "provider_id",
+    providerId,
+    "repo_url",
+    repoUrl,
+    "prompt",
+    prompt,
+    "environment",
+    "default"
+  )
+  return id
+}
+
+const startRunner = (env: Record<string, string> = {}) => {
+  const logs: Array<string> = []
+  const child = spawn(process.execPath, ["--conditions=source", MAIN], {
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: sb.path(".home"),
+      REDIS_URL,
+      ENCRYPTION_KEY: KEY.toString("hex"),
+      RUNNER_ID: `runner-${randomUUID().slice(0, 6)}`,
+      TEMP_DIR: sb.path("work"),
+      ...env
+    },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  child.stdout?.on("data", (d) => logs.push(String(d)))
+  child.stderr?.on("data", (d) => logs.push(String(d)))
+  const r = { child, logs }
+  runners.push(r)
+  return r
+}
+
+const waitTerminal = async (id: string): Promise<Record<string, string>> => {
+  for (;;) {
+    const job = await redis.hgetall(`job:${id}`)
+    if (job.status === "success" || job.status === "failed") return job
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+const outputOf = async (id: string) =>
+  (await redis.lrange(`job:${id}:output`, 0, -1)).map((raw) => {
+    expect(Object.keys(JSON.parse(raw))).toEqual(["line", "stream", "timestamp"])
+    return JSON.parse(raw) as { line: string; stream: string; timestamp: number }
+  })
+
+const cleanKeys = async () => {
+  const keys = [
+    ...(await redis.keys("job:*")),
+    ...(await redis.keys("jobs:*")),
+    ...(await redis.keys("git_provider*")),
+    ...(await redis.keys("runner:user:*"))
+  ]
+  if (keys.length > 0) await redis.del(...keys)
+}
+
+describe.skipIf(!redisUp)("repobox job flow", () => {
+  beforeAll(async () => {
+    redis = new Redis(REDIS_URL)
+    await cleanKeys()
+    origin = makeOrigin(sb, sb.path("srv"))
+    server = await startGitHttpServer({
+      root: sb.path("srv"),
+      username: "oauth2",
+      token: TOKEN,
+      home: sb.path(".home")
+    })
+  })
+
+  afterAll(async () => {
+    for (const r of runners) r.child.kill("SIGKILL")
+    await server?.close()
+    await cleanKeys()
+    redis?.disconnect()
+    sb.cleanup()
+  })
+
+  it("a job queued before any runner started goes from pending to success", async () => {
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, server.url("origin.git"), "add a test file")
+    expect((await redis.hgetall(`job:${id}`)).status).toBe("pending")
+    const runner = startRunner()
+    const job = await waitTerminal(id)
+    const branch = `repobox/${id.slice(0, 8)}`
+    expect(job).toMatchObject({ status: "success", branch, lines_added: "5", lines_removed: "0" })
+    expect(Number(job.started_at)).toBeGreaterThanOrEqual(Number(job.created_at))
+    expect(Number(job.finished_at)).toBeGreaterThanOrEqual(Number(job.started_at))
+    expect(job.error_message).toBeUndefined()
+
+    const output = await outputOf(id)
+    expect(output.map((e) => e.line)).toEqual([
+      "Starting job execution...",
+      `Cloning ${server.url("origin.git")}...`,
+      "Clone completed.",
+      `Creating branch ${branch}...`,
+      "AI agent would execute here (Phase 07)...",
+      "Prompt: add a test file",
+      "Committing changes...",
+      "Pushing to remote...",
+      "Push completed successfully!"
+    ])
+    for (const e of output) {
+      expect(e.stream).toBe("stdout")
+      expect(Number.isInteger(e.timestamp)).toBe(true)
+    }
+    expect(await redis.ttl(`job:${id}:output`)).toBeGreaterThan(86000)
+    expect(await redis.ttl(`job:${id}`)).toBe(-1)
+
+    // The branch and its commit are in the served repository.
+    expect(sb.git(origin.bare, "log", "-1", "--format=%s", branch)).toBe("repobox: add a test file")
+    expect(sb.git(origin.bare, "show", `${branch}:.repobox-test.md`)).toContain(`# Repobox Job ${id}`)
+    expect(server.authorizations).toContain(`Basic ${Buffer.from(`oauth2:${TOKEN}`).toString("base64")}`)
+
+    // Counter released, entry acknowledged, work dir removed.
+    expect(await redis.get(`runner:user:${USER}:running`)).toBe("0")
+    for (;;) {
+      const pending = (await redis.xpending("jobs:stream", "jobs:stream:runners")) as [number, ...Array<unknown>]
+      if (pending[0] === 0) break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    expect(existsSync(sb.path("work", id))).toBe(false)
+    expect(runner.logs.join("")).not.toContain(TOKEN)
+  })
+
+  it("a wrong token fails with the error in error_message and an Error: line, the token nowhere", async () => {
+    const wrong = "ghp_wrongWrongWrong0987654321zz"
+    const providerId = await addProvider(wrong)
+    const id = await createJob(providerId, server.url("origin.git"), "never pushed")
+    const job = await waitTerminal(id)
+    expect(job.status).toBe("failed")
+    expect(job.error_message).toMatch(/^clone failed: /)
+    expect(job.error_message).not.toContain(wrong)
+    const output = await outputOf(id)
+    expect(output.at(-1)).toMatchObject({ line: `Error: ${job.error_message}`, stream: "stderr" })
+    expect(JSON.stringify(output)).not.toContain(wrong)
+    expect(runners.map((r) => r.logs.join("")).join("")).not.toContain(wrong)
+    expect(() => sb.git(origin.bare, "rev-parse", "--verify", `repobox/${id.slice(0, 8)}`)).toThrow()
+    for (;;) {
+      if ((await redis.get(`runner:user:${USER}:running`)) === "0") break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  })
+
+  it("a non-https, non-loopback URL fails with the original's message", async () => {
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, "http://github.com/user/repo.git", "x")
+    const job = await waitTerminal(id)
+    expect(job.error_message).toBe("clone failed: failed to embed token: only HTTPS URLs supported, got: http")
+  })
+
+  it("a token that does not decrypt fails with the decrypt error", async () => {
+    const providerId = randomUUID()
+    await redis.hset(`git_provider:${USER}:${providerId}`, { type: "github", token: "not-valid-format" })
+    const id = await createJob(providerId, server.url("origin.git"), "x")
+    const job = await waitTerminal(id)
+    expect(job.error_message).toBe(
+      "failed to get token: failed to decrypt token: invalid encrypted data format: expected iv:authTag:ciphertext"
+    )
+    const missing = await createJob(randomUUID(), server.url("origin.git"), "x")
+    expect((await waitTerminal(missing)).error_message).toMatch(/^failed to get token: provider not found: /)
+  })
+})
