@@ -5,6 +5,7 @@ import { type Config, parseGlobals, UsageError } from "./config.ts"
 import { decodeJob, JobDecodeError } from "./job.ts"
 import { makeLogger } from "./log.ts"
 import { Failure, OriginalQueue, renderFailure } from "./queue.ts"
+import { runWorker } from "./worker.ts"
 
 export interface Io {
   readonly stdout: (text: string) => void
@@ -95,8 +96,8 @@ export const makeCommand = (config: Config, io: Io) => {
     })
   ).pipe(Command.withDescription("Recover stalled jobs from the processing queue"))
 
-  const run = Command.make("run", { timeout: Flag.Int("timeout").pipe(Flag.withDefault(30)) }, () =>
-    Effect.fail(new Failure("`run` is not implemented yet in this build"))
+  const run = Command.make("run", { timeout: Flag.Int("timeout").pipe(Flag.withDefault(30)) }, (flags) =>
+    runWorker(config, flags.timeout, logger)
   ).pipe(Command.withDescription("Run the worker"))
 
   return Command.make("redis-agent-worker").pipe(
