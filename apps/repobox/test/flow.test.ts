@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { createCipheriv, randomBytes, randomUUID } from "node:crypto"
-import { existsSync } from "node:fs"
+import { chmodSync, existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { requireService, tcpReachable } from "@runlane/testkit"
 import { Redis } from "ioredis"
@@ -128,6 +128,25 @@ const outputOf = async (id: string) =>
     return JSON.parse(raw) as { line: string; stream: string; timestamp: number }
   })
 
+const stopRunners = async () => {
+  for (const r of runners.splice(0)) {
+    if (r.child.exitCode !== null || r.child.signalCode !== null) continue
+    const exited = new Promise((resolve) => r.child.once("exit", resolve))
+    r.child.kill("SIGTERM")
+    await exited
+  }
+}
+
+const statuses = async (ids: ReadonlyArray<string>) =>
+  Promise.all(ids.map(async (id) => (await redis.hget(`job:${id}`, "status")) ?? ""))
+
+const pendingCount = async () =>
+  ((await redis.xpending("jobs:stream", "jobs:stream:runners")) as [number, ...Array<unknown>])[0]
+
+const until = async (check: () => Promise<boolean>) => {
+  while (!(await check())) await new Promise((r) => setTimeout(r, 50))
+}
+
 const cleanKeys = async () => {
   const keys = [
     ...(await redis.keys("job:*")),
@@ -242,5 +261,108 @@ describe.skipIf(!redisUp)("repobox job flow", () => {
     )
     const missing = await createJob(randomUUID(), server.url("origin.git"), "x")
     expect((await waitTerminal(missing)).error_message).toMatch(/^failed to get token: provider not found: /)
+  })
+  it("JOB_TIMEOUT ends the job failed, the counter released and the entry acknowledged", async () => {
+    await stopRunners()
+    makeOrigin(sb, sb.path("srv"), "slow")
+    const gate = server.hold(/^\/slow\.git\/info\/refs/)
+    startRunner({ JOB_TIMEOUT: "2" })
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, server.url("slow.git"), "too slow")
+    await gate.reached
+    const job = await waitTerminal(id)
+    gate.release()
+    expect(job).toMatchObject({ status: "failed", error_message: "job timed out after 2s" })
+    expect((await outputOf(id)).at(-1)).toMatchObject({ line: "Error: job timed out after 2s", stream: "stderr" })
+    await until(async () => (await pendingCount()) === 0)
+    expect(await redis.get(`runner:user:${USER}:running`)).toBe("0")
+    await stopRunners()
+  })
+
+  it("MAX_JOBS_PER_USER holds across two runner processes", async () => {
+    makeOrigin(sb, sb.path("srv"), "limit")
+    const gate = server.hold(/^\/limit\.git\/info\/refs/)
+    startRunner({ MAX_JOBS_PER_USER: "1" })
+    startRunner({ MAX_JOBS_PER_USER: "1" })
+    const providerId = await addProvider(TOKEN)
+    const ids = [
+      await createJob(providerId, server.url("limit.git"), "one"),
+      await createJob(providerId, server.url("limit.git"), "two"),
+      await createJob(providerId, server.url("limit.git"), "three")
+    ]
+    await gate.reached
+    // Every entry has been delivered to one of the runners; only one job of the user runs.
+    await until(async () => (await pendingCount()) === 3)
+    const during = await statuses(ids)
+    expect(during.filter((s) => s === "running")).toHaveLength(1)
+    expect(during.filter((s) => s === "pending")).toHaveLength(2)
+    expect(await redis.get(`runner:user:${USER}:running`)).toBe("1")
+    gate.release()
+    for (const id of ids) expect((await waitTerminal(id)).status).toBe("success")
+    await until(async () => (await pendingCount()) === 0)
+    expect(await redis.get(`runner:user:${USER}:running`)).toBe("0")
+    await stopRunners()
+  })
+
+  it("a runner killed with SIGKILL mid-job: its entry is reclaimed by another runner and the job ends once", async () => {
+    makeOrigin(sb, sb.path("srv"), "crash")
+    const gate = server.hold(/^\/crash\.git\/info\/refs/)
+    const victim = startRunner({ CLEANUP_AFTER_JOB: "false" })
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, server.url("crash.git"), "survive a crash")
+    await gate.reached
+    const exited = new Promise((resolve) => victim.child.once("exit", resolve))
+    victim.child.kill("SIGKILL")
+    await exited
+    gate.release()
+    expect(await redis.hget(`job:${id}`, "status")).toBe("running")
+    // The dead runner's counter slot is still held, as in the original; free it like its TTL would.
+    await redis.decr(`runner:user:${USER}:running`)
+    // Age the pending entry past the 5-minute reclaim idle time instead of waiting for it.
+    const pending = (await redis.xpending("jobs:stream", "jobs:stream:runners", "-", "+", 10)) as Array<[string]>
+    expect(pending).toHaveLength(1)
+    await redis.xclaim("jobs:stream", "jobs:stream:runners", "dead-runner", 0, pending[0]![0], "IDLE", 360_000)
+    const survivor = startRunner()
+    const job = await waitTerminal(id)
+    expect(job.status).toBe("success")
+    await until(async () => (await pendingCount()) === 0)
+    const output = await outputOf(id)
+    expect(output.filter((e) => e.line === "Push completed successfully!")).toHaveLength(1)
+    expect(sb.git(sb.path("srv", "crash.git"), "log", "--format=%s", `repobox/${id.slice(0, 8)}`).split("\n")[0]).toBe(
+      "repobox: survive a crash"
+    )
+    expect(survivor.logs.join("")).not.toContain(TOKEN)
+    await stopRunners()
+  })
+
+  it("the agent step runs AI_CLI_PATH with the original's argv; its lines are output; a non-zero exit fails", async () => {
+    const agent = sb.path("fake-claude.sh")
+    sb.write(
+      agent,
+      [
+        "#!/bin/sh",
+        'echo "args: $*"',
+        '[ -n "$ANTHROPIC_API_KEY" ] && echo "key set: yes"',
+        'echo "warn" >&2',
+        'echo "changed" > agent.txt',
+        'if [ "$5" = "fail" ]; then exit 3; fi',
+        ""
+      ].join("\n")
+    )
+    chmodSync(agent, 0o755)
+    startRunner({ ANTHROPIC_API_KEY: "sk-test-key-123456789", AI_CLI_PATH: agent })
+    const providerId = await addProvider(TOKEN)
+    const ok = await createJob(providerId, server.url("origin.git"), "do it")
+    const job = await waitTerminal(ok)
+    expect(job).toMatchObject({ status: "success", lines_added: "1" })
+    const lines = (await outputOf(ok)).map((e) => `${e.stream}:${e.line}`)
+    expect(lines).toContain("stdout:args: --print --output-format text -p do it")
+    expect(lines).toContain("stdout:key set: yes")
+    expect(lines).toContain("stderr:warn")
+    const bad = await createJob(providerId, server.url("origin.git"), "fail")
+    expect((await waitTerminal(bad)).error_message).toBe(
+      "agent execution failed: agent exited with code 3: exit status 3"
+    )
+    await stopRunners()
   })
 })
