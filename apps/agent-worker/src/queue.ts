@@ -102,8 +102,8 @@ export class OriginalQueue {
   }
 
   /** Processing → `<queue>_dead` with the reason, in one script (decisions 4 and 5). */
-  async deadLetter(raw: string, reason: string): Promise<boolean> {
-    const record = JSON.stringify({ reason, entry: raw })
+  async deadLetter(raw: string, reason: string, attempts?: number): Promise<boolean> {
+    const record = JSON.stringify({ reason, attempts: attempts ?? null, entry: raw })
     return ((await this.client.eval(DEAD, 2, this.processing, this.dead, raw, record)) as number) > 0
   }
 

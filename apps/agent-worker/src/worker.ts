@@ -7,7 +7,7 @@ import { GitVcs } from "@runlane/vcs-git"
 import { Effect, Stream } from "effect"
 import { borrow, giveBack, type Instance, StepFailed } from "./allocator.ts"
 import type { Config } from "./config.ts"
-import { decodeJob, type Job } from "./job.ts"
+import { decodeJob, encodeJob, type Job } from "./job.ts"
 import type { Logger } from "./log.ts"
 import { Failure, OriginalQueue } from "./queue.ts"
 
@@ -157,6 +157,9 @@ export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger
     if (recovered > 0) logger.log("info", `Recovered ${recovered} stalled jobs`)
     logger.log("info", "Worker initialized successfully")
     logger.log("info", "Starting worker loop")
+    // Failed attempts per job (canonical entry), counted by this process: MAX_ATTEMPTS (decision 4)
+    // writes no key besides the original's two lists and `<QUEUE_NAME>_dead`.
+    const failures = new Map<string, number>()
     const iteration = Effect.gen(function* () {
       const raw = yield* Effect.tryPromise({
         try: () => queue.take(blocker, timeoutSeconds),
@@ -177,6 +180,7 @@ export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger
       logger.log("info", `Processing job: ${job.id}`)
       const outcome = yield* Effect.exit(processJob(job, config, logger, sandbox))
       if (outcome._tag === "Success") {
+        failures.delete(encodeJob(job))
         const found = yield* Effect.promise(() => queue.ack(job))
         if (!found) logger.log("warn", `Job not found in processing queue: ${job.id}`)
         logger.log("info", `Job completed successfully: ${job.id}`)
@@ -185,6 +189,18 @@ export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger
       const error = outcome.cause.reasons.find((r) => r._tag === "Fail")
       const chain = error === undefined ? String(outcome.cause) : messageOf(error.error)
       logger.log("error", `Job failed: ${job.id} - ${chain}`)
+      if (config.maxAttempts !== undefined) {
+        const key = encodeJob(job)
+        const failed = (failures.get(key) ?? 0) + 1
+        if (failed >= config.maxAttempts) {
+          failures.delete(key)
+          const moved = yield* Effect.promise(() => queue.deadLetter(key, chain, failed))
+          if (moved) logger.log("warn", `Job moved to dead-letter queue after ${failed} failed attempts: ${job.id}`)
+          else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)
+          return
+        }
+        failures.set(key, failed)
+      }
       const pushed = yield* Effect.promise(() => queue.nack(job))
       if (pushed) logger.log("warn", `Job moved back to main queue for retry: ${job.id}`)
       else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)

@@ -1,0 +1,165 @@
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { createServer, type Server } from "node:http"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { requireService, tcpReachable } from "@runlane/testkit"
+import { Redis } from "ioredis"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+
+const here = dirname(fileURLToPath(import.meta.url))
+const bin = join(here, "..", "src", "bin.ts")
+const redisUp = await requireService("Redis at 127.0.0.1:6379", () => tcpReachable(6379))
+const bwrapUp = await requireService("bubblewrap", async () => {
+  try {
+    execFileSync("bwrap", ["--version"])
+    return true
+  } catch {
+    return false
+  }
+})
+
+const waitFor = async (what: string, check: () => Promise<boolean> | boolean, ms = 90_000) => {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+describe.skipIf(!redisUp || !bwrapUp)("run: failures, pairing and MAX_ATTEMPTS", () => {
+  const Q = `aw_fail_test_${randomUUID().slice(0, 8)}`
+  const P = `${Q}_processing`
+  const D = `${Q}_dead`
+  const redis = new Redis({ host: "127.0.0.1", port: 6379 })
+  const root = mkdtempSync(join(tmpdir(), "agent-worker-fail-"))
+  const agent = join(root, "agent.sh")
+  const calls: Array<string> = []
+  let refuse = false
+  let n = 0
+  let server: Server
+  let worker: ChildProcess
+  let output = ""
+
+  beforeAll(async () => {
+    writeFileSync(agent, "#!/bin/sh\nexit 0\n")
+    chmodSync(agent, 0o755)
+    server = createServer((req, res) => {
+      req.resume()
+      req.on("end", () => {
+        calls.push(`${req.method} ${req.url}`)
+        if (req.url === "/borrow" && refuse) {
+          res.writeHead(503)
+          res.end("busy")
+        } else if (req.url === "/borrow") {
+          n++
+          res.writeHead(200)
+          res.end(JSON.stringify({ id: `mock-instance-${n}`, mcp_connection_url: "http://127.0.0.1:9/", api_url: "x" }))
+        } else {
+          res.writeHead(200)
+          res.end()
+        }
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const { port } = server.address() as { port: number }
+    await redis.del(Q, P, D)
+    // A stalled entry left by a dead worker: start-up recovery moves it back to the main list.
+    await redis.lpush(P, "stalled-entry")
+    worker = spawn(
+      process.execPath,
+      [
+        "--conditions=source",
+        bin,
+        "--queue-name",
+        Q,
+        "--allocator-api-url",
+        `http://127.0.0.1:${port}`,
+        "--work-dir",
+        join(root, "work"),
+        "--hyperlight-path",
+        agent,
+        "--agent-sandbox",
+        "bubblewrap",
+        "--max-attempts",
+        "2",
+        "run",
+        "--timeout",
+        "1"
+      ],
+      { env: { ...process.env, NO_COLOR: "1", LOG_LEVEL: "info" } }
+    )
+    worker.stdout?.on("data", (d) => {
+      output += d
+    })
+    worker.stderr?.on("data", (d) => {
+      output += d
+    })
+    await waitFor("worker loop", () => output.includes("Starting worker loop"))
+  }, 120_000)
+
+  afterAll(async () => {
+    if (worker.exitCode === null) worker.kill("SIGKILL")
+    await redis.del(Q, P, D)
+    redis.disconnect()
+    await new Promise<void>((r) => server.close(() => r()))
+    rmSync(root, { recursive: true, force: true })
+  })
+
+  it("start-up recovery re-queued the stalled entry; being malformed, it is kept in the processing list", async () => {
+    expect(output).toContain("Recovered 1 stalled jobs")
+    await waitFor("the malformed entry", () => output.includes("Failed to deserialize job"))
+    expect(await redis.lrange(P, 0, -1)).toEqual(["stalled-entry"])
+    expect(calls).toEqual([])
+    await redis.del(P)
+  })
+
+  it("a refused borrow: no return; after MAX_ATTEMPTS the job goes to <queue>_dead with its reason", async () => {
+    refuse = true
+    const job = JSON.stringify({
+      id: "job-r",
+      repo_url: "file:///nowhere",
+      branch: "main",
+      prompt: "p",
+      mcp_connection_url: null
+    })
+    await redis.lpush(Q, job)
+    await waitFor("dead letter", async () => (await redis.llen(D)) === 1)
+    refuse = false
+    expect(calls).toEqual(["POST /borrow", "POST /borrow"])
+    expect(output).toContain("Job failed: job-r - Failed to borrow instance: 503 Service Unavailable - busy")
+    const dead = JSON.parse((await redis.lindex(D, 0))!)
+    expect(dead).toEqual({
+      reason: "Failed to borrow instance: 503 Service Unavailable - busy",
+      attempts: 2,
+      entry: job
+    })
+    expect(await redis.llen(Q)).toBe(0)
+    expect(await redis.llen(P)).toBe(0)
+    await redis.del(D)
+  }, 120_000)
+
+  it("a clone failure: every borrow returned, NACKed, then dead-lettered", async () => {
+    calls.length = 0
+    const job = JSON.stringify({
+      id: "job-c",
+      repo_url: `file://${root}/missing.git`,
+      branch: "main",
+      prompt: "p",
+      mcp_connection_url: null
+    })
+    await redis.lpush(Q, job)
+    await waitFor("dead letter", async () => (await redis.llen(D)) === 1)
+    expect(calls).toEqual(["POST /borrow", "POST /return", "POST /borrow", "POST /return"])
+    expect(output).toContain("Job moved back to main queue for retry: job-c")
+    expect(output).toMatch(/Job failed: job-c - Failed to clone repository: /)
+    const dead = JSON.parse((await redis.lindex(D, 0))!)
+    expect(dead.entry).toBe(job)
+    expect(dead.reason).toMatch(/^Failed to clone repository: /)
+    expect(await redis.llen(Q)).toBe(0)
+    expect(await redis.llen(P)).toBe(0)
+  }, 120_000)
+})
