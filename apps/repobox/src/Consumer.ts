@@ -159,7 +159,17 @@ export const startConsumer = async (
   await reclaim()
   log("INFO", "Runner started and waiting for jobs")
 
-  const reclaimTimer = setInterval(() => void reclaim(), 30_000)
+  // Entries this runner holds (running or over the user's limit) are re-claimed to itself with
+  // JUSTID every 30 s: their idle time restarts, so only a dead runner's entries reach the 5-minute
+  // reclaim idle time (the original re-runs any job lasting over 5 minutes).
+  const refresh = async () => {
+    const ids = [...running.keys(), ...waiting.keys()]
+    if (ids.length === 0) return
+    await redis
+      .xclaim(STREAM, GROUP, config.runnerId, 0, ...ids, "JUSTID")
+      .catch((e) => log("ERROR", "failed to refresh pending entries", { error: String(e) }))
+  }
+  const reclaimTimer = setInterval(() => void refresh().then(reclaim), 30_000)
   const waitingTimer = setInterval(() => void retryWaiting(), 250)
 
   const loop = async () => {
