@@ -148,7 +148,15 @@ export const runJob = (
             new JobFailure(`clone failed: failed to embed token: only HTTPS URLs supported, got: ${scheme}`)
           )
       }
-      const splitter = lineSplitter((line, stream) => out(line, stream))
+      // AI_MAX_OUTPUT_LINES per stream; past it one truncation entry, later lines dropped.
+      const counts: Record<Stream, number> = { stdout: 0, stderr: 0 }
+      const max = config.aiMaxOutputLines
+      const splitter = lineSplitter((line, stream) => {
+        counts[stream] += 1
+        if (counts[stream] <= max) return out(line, stream)
+        if (counts[stream] === max + 1) return out(`... output truncated after ${max} lines`, stream)
+        return Effect.void
+      })
       const onEvent = (event: RepositoryJobEvent): Effect.Effect<void> => {
         if (event._tag === "step") {
           lastStep = event.message

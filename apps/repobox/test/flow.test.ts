@@ -10,7 +10,12 @@ import { fileURLToPath } from "node:url"
 import { requireService, tcpReachable } from "@runlane/testkit"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { makeOrigin, makeSandbox, type OriginRepo } from "../../../packages/vcs-git/test/support/fixtures.ts"
+import {
+  filesContaining,
+  makeOrigin,
+  makeSandbox,
+  type OriginRepo
+} from "../../../packages/vcs-git/test/support/fixtures.ts"
 import { type GitHttpServer, startGitHttpServer } from "../../../packages/vcs-git/test/support/GitHttpServer.ts"
 
 const MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url))
@@ -396,5 +401,36 @@ describe.skipIf(!redisUp)("repobox job flow", () => {
     expect(await pendingCount()).toBe(0)
     expect(runner.logs.join("")).toContain("Runner shutdown complete")
     runners.splice(runners.indexOf(runner), 1)
+  })
+  it("AI_MAX_OUTPUT_LINES caps the agent's lines per stream with one truncation entry", async () => {
+    const agent = sb.path("chatty-claude.sh")
+    sb.write(agent, ["#!/bin/sh", "for i in 1 2 3 4 5; do echo line$i; done", "echo err1 >&2", ""].join("\n"))
+    chmodSync(agent, 0o755)
+    startRunner({ ANTHROPIC_API_KEY: "sk-test-key-123456789", AI_CLI_PATH: agent, AI_MAX_OUTPUT_LINES: "2" })
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, server.url("origin.git"), "talk")
+    expect((await waitTerminal(id)).status).toBe("success")
+    const lines = (await outputOf(id)).map((e) => `${e.stream}:${e.line}`)
+    const agentLines = lines.slice(
+      lines.findIndex((l) => l.includes("Creating branch")) + 1,
+      lines.indexOf("stdout:Committing changes...")
+    )
+    expect(agentLines.filter((l) => l.startsWith("stdout:"))).toEqual([
+      "stdout:line1",
+      "stdout:line2",
+      "stdout:... output truncated after 2 lines"
+    ])
+    expect(agentLines.filter((l) => l.startsWith("stderr:"))).toEqual(["stderr:err1"])
+    await stopRunners()
+  })
+  it("with CLEANUP_AFTER_JOB=false the clone stays, with a plain origin and the token in no file", async () => {
+    startRunner({ CLEANUP_AFTER_JOB: "false" })
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, server.url("origin.git"), "keep the clone")
+    expect((await waitTerminal(id)).status).toBe("success")
+    const clone = sb.path("work", id, "repo")
+    expect(sb.git(clone, "remote", "get-url", "origin")).toBe(server.url("origin.git"))
+    expect(filesContaining(sb.path("work", id), TOKEN)).toEqual([])
+    await stopRunners()
   })
 })
