@@ -17,6 +17,7 @@ import {
   type OriginRepo
 } from "../../../packages/vcs-git/test/support/fixtures.ts"
 import { type GitHttpServer, startGitHttpServer } from "../../../packages/vcs-git/test/support/GitHttpServer.ts"
+import { loadConfig, makeLogger, startConsumer } from "../src/index.ts"
 
 const MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url))
 const DB = 15
@@ -432,5 +433,33 @@ describe.skipIf(!redisUp)("repobox job flow", () => {
     expect(sb.git(clone, "remote", "get-url", "origin")).toBe(server.url("origin.git"))
     expect(filesContaining(sb.path("work", id), TOKEN)).toEqual([])
     await stopRunners()
+  })
+  it("a job still running when the shutdown grace period ends is killed and recorded failed", async () => {
+    makeOrigin(sb, sb.path("srv"), "grace")
+    const gate = server.hold(/^\/grace\.git\/info\/refs/)
+    const logs: Array<string> = []
+    const config = loadConfig({
+      ENCRYPTION_KEY: KEY.toString("hex"),
+      REDIS_URL,
+      RUNNER_ID: "in-process",
+      TEMP_DIR: sb.path("work")
+    })
+    const runner = await startConsumer(
+      config,
+      redis,
+      KEY,
+      makeLogger("json", (l) => logs.push(l))
+    )
+    const providerId = await addProvider(TOKEN)
+    const id = await createJob(providerId, server.url("grace.git"), "never finishes")
+    await gate.reached
+    await runner.stop(200)
+    gate.release()
+    const job = await redis.hgetall(`job:${id}`)
+    expect(job).toMatchObject({ status: "failed", error_message: "job cancelled: runner shutting down" })
+    expect((await outputOf(id)).at(-1)).toMatchObject({ line: "Error: job cancelled: runner shutting down" })
+    expect(await pendingCount()).toBe(0)
+    expect(await redis.get(`runner:user:${USER}:running`)).toBe("0")
+    expect(logs.join("")).not.toContain(TOKEN)
   })
 })
