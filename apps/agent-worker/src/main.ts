@@ -10,6 +10,8 @@ import { runWorker } from "./worker.ts"
 export interface Io {
   readonly stdout: (text: string) => void
   readonly stderr: (text: string) => void
+  /** Resolves when a stop is requested (SIGTERM/SIGINT): `run` stops taking and lets the job finish. */
+  readonly stop?: Promise<void> | undefined
 }
 
 const VERSION = "0.1.0"
@@ -97,7 +99,7 @@ export const makeCommand = (config: Config, io: Io) => {
   ).pipe(Command.withDescription("Recover stalled jobs from the processing queue"))
 
   const run = Command.make("run", { timeout: Flag.Int("timeout").pipe(Flag.withDefault(30)) }, (flags) =>
-    runWorker(config, flags.timeout, logger)
+    runWorker(config, flags.timeout, logger, io.stop)
   ).pipe(Command.withDescription("Run the worker"))
 
   return Command.make("redis-agent-worker").pipe(

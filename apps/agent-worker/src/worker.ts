@@ -41,6 +41,18 @@ const gitIdentity = (dir: string) =>
     return { name: await get("user.name"), email: await get("user.email") }
   })
 
+/** Any entry in `git status` (untracked and ignored files count, as libgit2's defaults). */
+const hasChanges = (dir: string) =>
+  attempt(
+    "Failed to check git status",
+    () =>
+      new Promise<boolean>((resolve, reject) =>
+        execFile("git", ["status", "--porcelain", "--ignored"], { cwd: dir }, (error, stdout) =>
+          error === null ? resolve(stdout.trim() !== "") : reject(error)
+        )
+      )
+  )
+
 /** The agent through the sandbox: argv `[HYPERLIGHT_PATH, "--prompt", prompt]`, network limited to the MCP URL. */
 const runAgent = (
   sandbox: SandboxExecutor.SandboxExecutorService,
@@ -113,12 +125,17 @@ const processJob = (job: Job, config: Config, logger: Logger, sandbox: SandboxEx
       yield* vcs.checkout({ url: job.repo_url, ref: job.branch, into: dir }).pipe(step("Failed to clone repository"))
       const mcpUrl = job.mcp_connection_url ?? instance.mcp_connection_url
       yield* runAgent(sandbox, config, logger, dir, job.prompt, mcpUrl)
-      const author = yield* gitIdentity(dir)
-      const outcome = yield* vcs
-        .commitAll(dir, { message: `Agent changes for job: ${job.id}\n\nPrompt: ${job.prompt}`, author })
-        .pipe(step("Failed to commit changes"))
-      if (outcome._tag === "nothing-to-commit") logger.log("warn", "No changes detected after agent execution")
-      else yield* vcs.push(dir, job.branch, {}).pipe(step("Failed to push changes"))
+      // As the original: the git identity is needed only when there is something to commit.
+      const changed = yield* hasChanges(dir)
+      if (!changed) logger.log("warn", "No changes detected after agent execution")
+      else {
+        const author = yield* gitIdentity(dir)
+        const outcome = yield* vcs
+          .commitAll(dir, { message: `Agent changes for job: ${job.id}\n\nPrompt: ${job.prompt}`, author })
+          .pipe(step("Failed to commit changes"))
+        if (outcome._tag === "nothing-to-commit") logger.log("warn", "No changes detected after agent execution")
+        else yield* vcs.push(dir, job.branch, {}).pipe(step("Failed to push changes"))
+      }
       yield* attempt("Failed to remove checkout directory", () => rm(dir, { recursive: true, force: true }))
       // As the original: the explicit return is awaited before the ack; a failing return fails the job.
       returned = true
@@ -127,7 +144,12 @@ const processJob = (job: Job, config: Config, logger: Logger, sandbox: SandboxEx
   )
 
 /** The `run` loop: connect, create WORK_DIR, recover, then take/process/ack-or-nack forever. */
-export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger) =>
+export const runWorker = (
+  config: Config,
+  timeoutSeconds: number,
+  logger: Logger,
+  stop: Promise<void> = new Promise<void>(() => undefined)
+) =>
   Effect.gen(function* () {
     logger.log("info", "Starting worker")
     logger.log("info", "Initializing worker")
@@ -160,6 +182,7 @@ export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger
     // Failed attempts per job (canonical entry), counted by this process: MAX_ATTEMPTS (decision 4)
     // writes no key besides the original's two lists and `<QUEUE_NAME>_dead`.
     const failures = new Map<string, number>()
+    let stopped = false
     const iteration = Effect.gen(function* () {
       const raw = yield* Effect.tryPromise({
         try: () => queue.take(blocker, timeoutSeconds),
@@ -178,7 +201,19 @@ export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger
         return
       }
       logger.log("info", `Processing job: ${job.id}`)
-      const outcome = yield* Effect.exit(processJob(job, config, logger, sandbox))
+      // Interrupted (the shutdown grace period ran out): the scope has returned the instance, then NACK.
+      const outcome = yield* Effect.exit(
+        processJob(job, config, logger, sandbox).pipe(
+          Effect.onInterrupt(() =>
+            Effect.promise(() => queue.nack(job)).pipe(
+              Effect.andThen(
+                Effect.sync(() => logger.log("warn", `Job moved back to main queue for retry: ${job.id}`))
+              ),
+              Effect.ignore
+            )
+          )
+        )
+      )
       if (outcome._tag === "Success") {
         failures.delete(encodeJob(job))
         const found = yield* Effect.promise(() => queue.ack(job))
@@ -205,7 +240,19 @@ export const runWorker = (config: Config, timeoutSeconds: number, logger: Logger
       if (pushed) logger.log("warn", `Job moved back to main queue for retry: ${job.id}`)
       else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)
     }).pipe(
-      Effect.catch((error) => Effect.sync(() => logger.log("error", `Error processing job: ${messageOf(error)}`)))
+      Effect.catch((error) =>
+        Effect.sync(() => {
+          if (!stopped) logger.log("error", `Error processing job: ${messageOf(error)}`)
+        })
+      )
     )
-    return yield* Effect.forever(iteration)
+    // A stop request: no new take (the blocking one is cut by closing its connection; an entry it had
+    // already moved stays in the processing list for the next recovery); the running job finishes.
+    void stop.then(() => {
+      stopped = true
+      logger.log("info", "Stop requested: finishing the current job")
+      blocker.disconnect()
+    })
+    while (!stopped) yield* iteration
+    logger.log("info", "Worker stopped")
   }).pipe(Effect.scoped, Effect.provide(GitVcs.layer()))
