@@ -87,6 +87,13 @@ const lineSplitter = (emit: (line: string, stream: Stream) => Effect.Effect<void
   }
 }
 
+const STEP_LOG: ReadonlyArray<readonly [string, string]> = [
+  ["Cloning", "cloning repository"],
+  ["Creating branch", "creating branch"],
+  ["Committing changes", "committing changes"],
+  ["Pushing to remote", "pushing branch"]
+]
+
 const STEP_PREFIX: ReadonlyArray<readonly [string, string]> = [
   ["Pushing to remote", "push failed: git push failed"],
   ["Committing changes", "commit failed: git commit failed"],
@@ -160,6 +167,8 @@ export const runJob = (
       const onEvent = (event: RepositoryJobEvent): Effect.Effect<void> => {
         if (event._tag === "step") {
           lastStep = event.message
+          const logMsg = STEP_LOG.find(([prefix]) => event.message.startsWith(prefix))?.[1]
+          if (logMsg !== undefined) log("INFO", logMsg, { job_id: jobId })
           if (event.message === "Nothing to commit.") return Effect.void
           if (event.message.startsWith("Cloning ")) return out(`Cloning ${repoUrl}...`)
           if (event.message === "Committing changes...")
