@@ -163,9 +163,13 @@ export const runWorker = (
       }),
       (q) => Effect.promise(() => q.close())
     )
-    const blocker = yield* Effect.acquireRelease(
-      Effect.sync(() => queue.client.duplicate()),
-      (c) => Effect.sync(() => c.disconnect())
+    // One blocking connection per concurrent loop (decision 9: CONCURRENCY, default 1 = the original).
+    const blockers = yield* Effect.acquireRelease(
+      Effect.sync(() => Array.from({ length: config.concurrency }, () => queue.client.duplicate())),
+      (cs) =>
+        Effect.sync(() => {
+          for (const c of cs) c.disconnect()
+        })
     )
     yield* Effect.tryPromise({
       try: () => mkdir(config.workDir, { recursive: true }),
@@ -183,76 +187,84 @@ export const runWorker = (
     // writes no key besides the original's two lists and `<QUEUE_NAME>_dead`.
     const failures = new Map<string, number>()
     let stopped = false
-    const iteration = Effect.gen(function* () {
-      const raw = yield* Effect.tryPromise({
-        try: () => queue.take(blocker, timeoutSeconds),
-        catch: (error) => new StepFailed([messageOf(error)])
-      })
-      if (raw === null) {
-        logger.log("debug", "No jobs available, waiting...")
-        return
-      }
-      let job: Job
-      try {
-        job = decodeJob(raw)
-      } catch (error) {
-        // Decision 5: the entry stays in the processing list, bytes unchanged; the next job runs.
-        logger.log("error", `Error processing job: Failed to deserialize job: ${messageOf(error)}`)
-        return
-      }
-      logger.log("info", `Processing job: ${job.id}`)
-      // Interrupted (the shutdown grace period ran out): the scope has returned the instance, then NACK.
-      const outcome = yield* Effect.exit(
-        processJob(job, config, logger, sandbox).pipe(
-          Effect.onInterrupt(() =>
-            Effect.promise(() => queue.nack(job)).pipe(
-              Effect.andThen(
-                Effect.sync(() => logger.log("warn", `Job moved back to main queue for retry: ${job.id}`))
-              ),
-              Effect.ignore
+    const iteration = (blocker: (typeof blockers)[number]) =>
+      Effect.gen(function* () {
+        const raw = yield* Effect.tryPromise({
+          try: () => queue.take(blocker, timeoutSeconds),
+          catch: (error) => new StepFailed([messageOf(error)])
+        })
+        if (raw === null) {
+          logger.log("debug", "No jobs available, waiting...")
+          return
+        }
+        let job: Job
+        try {
+          job = decodeJob(raw)
+        } catch (error) {
+          // Decision 5: the entry stays in the processing list, bytes unchanged; the next job runs.
+          logger.log("error", `Error processing job: Failed to deserialize job: ${messageOf(error)}`)
+          return
+        }
+        logger.log("info", `Processing job: ${job.id}`)
+        // Interrupted (the shutdown grace period ran out): the scope has returned the instance, then NACK.
+        const outcome = yield* Effect.exit(
+          processJob(job, config, logger, sandbox).pipe(
+            Effect.onInterrupt(() =>
+              Effect.promise(() => queue.nack(job)).pipe(
+                Effect.andThen(
+                  Effect.sync(() => logger.log("warn", `Job moved back to main queue for retry: ${job.id}`))
+                ),
+                Effect.ignore
+              )
             )
           )
         )
-      )
-      if (outcome._tag === "Success") {
-        failures.delete(encodeJob(job))
-        const found = yield* Effect.promise(() => queue.ack(job))
-        if (!found) logger.log("warn", `Job not found in processing queue: ${job.id}`)
-        logger.log("info", `Job completed successfully: ${job.id}`)
-        return
-      }
-      const error = outcome.cause.reasons.find((r) => r._tag === "Fail")
-      const chain = error === undefined ? String(outcome.cause) : messageOf(error.error)
-      logger.log("error", `Job failed: ${job.id} - ${chain}`)
-      if (config.maxAttempts !== undefined) {
-        const key = encodeJob(job)
-        const failed = (failures.get(key) ?? 0) + 1
-        if (failed >= config.maxAttempts) {
-          failures.delete(key)
-          const moved = yield* Effect.promise(() => queue.deadLetter(key, chain, failed))
-          if (moved) logger.log("warn", `Job moved to dead-letter queue after ${failed} failed attempts: ${job.id}`)
-          else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)
+        if (outcome._tag === "Success") {
+          failures.delete(encodeJob(job))
+          const found = yield* Effect.promise(() => queue.ack(job))
+          if (!found) logger.log("warn", `Job not found in processing queue: ${job.id}`)
+          logger.log("info", `Job completed successfully: ${job.id}`)
           return
         }
-        failures.set(key, failed)
-      }
-      const pushed = yield* Effect.promise(() => queue.nack(job))
-      if (pushed) logger.log("warn", `Job moved back to main queue for retry: ${job.id}`)
-      else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)
-    }).pipe(
-      Effect.catch((error) =>
-        Effect.sync(() => {
-          if (!stopped) logger.log("error", `Error processing job: ${messageOf(error)}`)
-        })
+        const error = outcome.cause.reasons.find((r) => r._tag === "Fail")
+        const chain = error === undefined ? String(outcome.cause) : messageOf(error.error)
+        logger.log("error", `Job failed: ${job.id} - ${chain}`)
+        if (config.maxAttempts !== undefined) {
+          const key = encodeJob(job)
+          const failed = (failures.get(key) ?? 0) + 1
+          if (failed >= config.maxAttempts) {
+            failures.delete(key)
+            const moved = yield* Effect.promise(() => queue.deadLetter(key, chain, failed))
+            if (moved) logger.log("warn", `Job moved to dead-letter queue after ${failed} failed attempts: ${job.id}`)
+            else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)
+            return
+          }
+          failures.set(key, failed)
+        }
+        const pushed = yield* Effect.promise(() => queue.nack(job))
+        if (pushed) logger.log("warn", `Job moved back to main queue for retry: ${job.id}`)
+        else logger.log("error", `Job not found in processing queue during NACK: ${job.id}`)
+      }).pipe(
+        Effect.catch((error) =>
+          Effect.sync(() => {
+            if (!stopped) logger.log("error", `Error processing job: ${messageOf(error)}`)
+          })
+        )
       )
-    )
     // A stop request: no new take (the blocking one is cut by closing its connection; an entry it had
     // already moved stays in the processing list for the next recovery); the running job finishes.
     void stop.then(() => {
       stopped = true
       logger.log("info", "Stop requested: finishing the current job")
-      blocker.disconnect()
+      for (const blocker of blockers) blocker.disconnect()
     })
-    while (!stopped) yield* iteration
+    yield* Effect.forEach(
+      blockers,
+      (blocker) =>
+        Effect.gen(function* () {
+          while (!stopped) yield* iteration(blocker)
+        }),
+      { concurrency: "unbounded", discard: true }
+    )
     logger.log("info", "Worker stopped")
   }).pipe(Effect.scoped, Effect.provide(GitVcs.layer()))

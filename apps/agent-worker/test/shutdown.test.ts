@@ -41,7 +41,7 @@ describe.skipIf(!redisUp || !bwrapUp)("run: SIGTERM", () => {
   let server: Server
   let allocatorUrl = ""
 
-  const startWorker = (graceSeconds: number) => {
+  const startWorker = (graceSeconds: number, globals: ReadonlyArray<string> = []) => {
     let output = ""
     const child: ChildProcess = spawn(
       process.execPath,
@@ -58,6 +58,7 @@ describe.skipIf(!redisUp || !bwrapUp)("run: SIGTERM", () => {
         agent,
         "--agent-sandbox",
         "bubblewrap",
+        ...globals,
         "run",
         "--timeout",
         "0"
@@ -152,6 +153,24 @@ describe.skipIf(!redisUp || !bwrapUp)("run: SIGTERM", () => {
     expect(w.output()).not.toContain("Job completed successfully: stuck")
     expect(calls).toEqual(["POST /borrow", "POST /return"])
     expect(await redis.lrange(Q, 0, -1)).toEqual([entry])
+    expect(await redis.llen(P)).toBe(0)
+  }, 90_000)
+
+  it("--concurrency 2 runs two jobs at once, each with its own instance", async () => {
+    calls.length = 0
+    await redis.del(Q, P)
+    const w = startWorker(60, ["--concurrency", "2"])
+    await waitFor("worker loop", () => w.output().includes("Starting worker loop"))
+    await redis.lpush(Q, job("a", 3), job("b", 3))
+    await waitFor(
+      "both jobs",
+      () => w.output().includes("Job completed successfully: a") && w.output().includes("Job completed successfully: b")
+    )
+    // Both borrowed before either was returned: the jobs overlapped.
+    expect(calls).toEqual(["POST /borrow", "POST /borrow", "POST /return", "POST /return"])
+    w.child.kill("SIGTERM")
+    expect(await w.exited).toBe(0)
+    expect(await redis.llen(Q)).toBe(0)
     expect(await redis.llen(P)).toBe(0)
   }, 90_000)
 })
