@@ -202,7 +202,8 @@ describe.skipIf(!redisUp || !bwrapUp)("run: end to end (real Redis, git, HTTP al
         mcp_connection_url: null
       })
     )
-    await waitFor("the job to fail", () => output.includes("Job failed: job-2"))
+    // The NACK line follows the failure line: wait for both, not just the first.
+    await waitFor("the job to fail and go back", () => output.includes("Job moved back to main queue for retry: job-2"))
     expect(output).toContain("Job failed: job-2 - Agent execution failed with exit code 3: it broke")
     expect(output).toContain("Job moved back to main queue for retry: job-2")
     await new Promise((r) => setTimeout(r, 500))
