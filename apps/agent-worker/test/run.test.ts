@@ -3,23 +3,10 @@ import { randomUUID } from "node:crypto"
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { requireService, tcpReachable } from "@runlane/testkit"
+import { join } from "node:path"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-
-const here = dirname(fileURLToPath(import.meta.url))
-const bin = join(here, "..", "src", "bin.ts")
-const redisUp = await requireService("Redis at 127.0.0.1:6379", () => tcpReachable(6379))
-const bwrapUp = await requireService("bubblewrap", async () => {
-  try {
-    execFileSync("bwrap", ["--version"])
-    return true
-  } catch {
-    return false
-  }
-})
+import { bin, bwrapUp, redisUp, waitFor } from "./support.ts"
 
 interface Call {
   readonly path: string
@@ -64,15 +51,6 @@ const startAllocator = async (mcpUrl: string) => {
 }
 
 const git = (cwd: string, ...args: Array<string>) => execFileSync("git", args, { cwd, env: process.env }).toString()
-
-const waitFor = async (what: string, check: () => Promise<boolean> | boolean, ms = 90_000) => {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await check()) return
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
 
 describe.skipIf(!redisUp || !bwrapUp)("run: end to end (real Redis, git, HTTP allocator, bubblewrap)", () => {
   const Q = `aw_run_test_${randomUUID().slice(0, 8)}`

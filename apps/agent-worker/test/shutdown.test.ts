@@ -3,32 +3,10 @@ import { randomUUID } from "node:crypto"
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { requireService, tcpReachable } from "@runlane/testkit"
+import { join } from "node:path"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-
-const here = dirname(fileURLToPath(import.meta.url))
-const bin = join(here, "..", "src", "bin.ts")
-const redisUp = await requireService("Redis at 127.0.0.1:6379", () => tcpReachable(6379))
-const bwrapUp = await requireService("bubblewrap", async () => {
-  try {
-    execFileSync("bwrap", ["--version"])
-    return true
-  } catch {
-    return false
-  }
-})
-
-const waitFor = async (what: string, check: () => Promise<boolean> | boolean, ms = 90_000) => {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await check()) return
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
+import { bin, bwrapUp, redisUp, waitFor } from "./support.ts"
 
 describe.skipIf(!redisUp || !bwrapUp)("run: SIGTERM", () => {
   const Q = `aw_stop_test_${randomUUID().slice(0, 8)}`
